@@ -1,0 +1,1 @@
+"""Sub-commands of the ``napari-ptycho`` CLI (see :mod:`napari_ptycho.cli`)."""
