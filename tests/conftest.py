@@ -1,0 +1,28 @@
+"""Shared fixtures: the external test data folder and small simulated scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+#: ../shared/data relative to the repository root (CI places shared/ beside the clone).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the external test data; skips the test when the folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"external test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads() -> None:
+    """Keep torch on the cores CI has (2) and deterministic enough for fixed bounds."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    torch.set_num_threads(2)
