@@ -1,0 +1,432 @@
+"""Classic 3D phase retrieval for Bragg CDI: ER, HIO, RAAR with shrink-wrap.
+
+Forward model (the data model's convention): ``I = |fftshift(fftn(rho, norm="ortho"))|²``.
+The measured amplitudes are ``ifftshift``-ed once at the start, so an iteration is just
+one ``fftn``, the modulus projection, one ``ifftn`` and the support update; no shifts.
+
+All three algorithms share one update ``rho ← c·rho + w·P_M(rho)`` with per-voxel weights
+that depend only on the support S (recomputed when shrink-wrap changes S):
+
+* ER:   ``w = S``,                ``c = 0``
+* HIO:  ``w = S − β(1−S)``,       ``c = 1−S``          (Fienup 1982)
+* RAAR: ``w = S + (1−2β)(1−S)``,  ``c = β(1−S)``       (Luke 2005)
+
+Voxels that are masked (invalid) or held out for the free log-likelihood keep the model
+amplitude in the modulus projection, so they never enter the fit. The free LLK is the
+Poisson deviance per voxel on the held-out set, ``mean(I_c − I_o + I_o log(I_o/I_c))``;
+χ² is the normalised amplitude misfit on the fitted voxels, ``Σ(|F|−√I)² / Σ I``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from napari_ptycho.engines.base import EngineError, Snapshot, Timer, select_device
+from napari_ptycho.engines.config import BaseConfig
+from napari_ptycho.engines.recipe import schedule
+
+#: Smallest and largest accepted volumes (voxels per axis / in total).
+MIN_SIDE = 8
+MAX_VOXELS = 512**3
+
+BASELINE_RECIPE = "(20ER+160HIO+20ER)*3"
+
+
+@dataclass
+class PhaseRetrievalConfig(BaseConfig):
+    """Parameters of the classic 3D engines.
+
+    Parameters
+    ----------
+    recipe : str
+        Algorithm cycle, e.g. ``"(20ER+160HIO+20ER)*3"``; cycled to ``iterations``.
+    beta : float
+        Feedback parameter of HIO and RAAR, in (0, 1].
+    support_threshold : float
+        Shrink-wrap threshold, as a fraction of the smoothed amplitude maximum.
+    shrinkwrap_every : int
+        Update the support every this many iterations (0 switches shrink-wrap off).
+    sigma_start, sigma_end : float
+        Gaussian width (voxels) of the shrink-wrap smoothing, shrinking linearly.
+    autocorr_threshold : float
+        Initial support = autocorrelation ``|IFFT(I)|`` above this fraction of its maximum
+        (ignored when ``init`` brings a support).
+    average_last : int
+        Return the complex average (global phase aligned) of the last this many iterates.
+    n_starts : int
+        Independent random starts; the best by free LLK (χ² without free voxels) wins.
+    free_fraction : float
+        Fraction of valid voxels held out from the fit for the free LLK (0 = none).
+    """
+
+    iterations: int = 200
+    update_every: int = 10
+    recipe: str = "ER"
+    beta: float = 0.9
+    support_threshold: float = 0.2
+    shrinkwrap_every: int = 20
+    sigma_start: float = 2.0
+    sigma_end: float = 1.0
+    autocorr_threshold: float = 0.1
+    average_last: int = 0
+    n_starts: int = 1
+    free_fraction: float = 0.05
+
+    def validate(self) -> None:
+        """Refuse impossible values (ValueError naming the parameter)."""
+        super().validate()
+        schedule(self.recipe, int(self.iterations))
+        checks = [
+            ("beta", 0 < self.beta <= 1, "in (0, 1]"),
+            ("support_threshold", 0 < self.support_threshold < 1, "in (0, 1)"),
+            ("shrinkwrap_every", self.shrinkwrap_every >= 0, ">= 0"),
+            ("sigma_end", self.sigma_end > 0, "> 0"),
+            ("sigma_start", self.sigma_start >= self.sigma_end, ">= sigma_end"),
+            ("autocorr_threshold", 0 < self.autocorr_threshold < 1, "in (0, 1)"),
+            ("average_last", 0 <= self.average_last <= self.iterations,
+             "between 0 and iterations"),
+            ("n_starts", self.n_starts >= 1, ">= 1"),
+            ("free_fraction", 0 <= self.free_fraction <= 0.5, "in [0, 0.5]"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule} (got {getattr(self, name)!r})")
+
+
+@dataclass
+class ERConfig(PhaseRetrievalConfig):
+    """Error reduction (Gerchberg–Saxton–Fienup)."""
+
+    recipe: str = "ER"
+
+
+@dataclass
+class HIOConfig(PhaseRetrievalConfig):
+    """Hybrid input–output (Fienup 1982); the last 20 iterations are ER to settle."""
+
+    recipe: str = "180HIO+20ER"
+
+
+@dataclass
+class RAARConfig(PhaseRetrievalConfig):
+    """Relaxed averaged alternating reflections (Luke 2005)."""
+
+    recipe: str = "180RAAR+20ER"
+    beta: float = 0.8
+
+
+@dataclass
+class ERHIOConfig(PhaseRetrievalConfig):
+    """The seeds' baseline: (20 ER + 160 HIO + 20 ER) × 3 = 600 iterations."""
+
+    iterations: int = 600
+    recipe: str = BASELINE_RECIPE
+
+
+def validate_intensity(intensity: Any) -> np.ndarray:
+    """Check a Bragg intensity volume and return it as float32.
+
+    Raises
+    ------
+    ValueError
+        For non-3D, too small or too large volumes, non-finite, negative or all-zero counts,
+        or a Bragg peak on the border of the array (not centred).
+    """
+    arr = np.asarray(intensity)
+    if np.iscomplexobj(arr):
+        raise ValueError("intensity must hold real counts, not complex values")
+    arr = arr.astype(np.float32, copy=False)
+    if arr.ndim != 3:
+        raise ValueError(f"intensity must be a 3D volume (D, H, W); got shape {arr.shape}")
+    if min(arr.shape) < MIN_SIDE:
+        raise ValueError(f"intensity volume {arr.shape} is too small: need at least "
+                         f"{MIN_SIDE} voxels per axis")
+    if arr.size > MAX_VOXELS:
+        raise ValueError(f"intensity volume {arr.shape} is too large ({arr.size} voxels > "
+                         f"{MAX_VOXELS}); crop or bin it first (bragg_processing.prepare)")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("intensity contains NaN or infinite values; mask them first")
+    if arr.min() < 0:
+        raise ValueError(f"intensity has negative counts (min {arr.min():g}); clip or mask "
+                         "them before phase retrieval")
+    if not arr.max() > 0:
+        raise ValueError("intensity is all zero: nothing to reconstruct")
+    peak = np.unravel_index(int(np.argmax(arr)), arr.shape)
+    for axis, (p, n) in enumerate(zip(peak, arr.shape, strict=True)):
+        if p == 0 or p == n - 1:
+            raise ValueError(f"the Bragg peak {tuple(int(q) for q in peak)} lies on the edge "
+                             f"of the array (axis {axis}); centre it first with "
+                             "bragg_processing.crop_around_peak")
+    return arr
+
+
+def gaussian_filter_fft(volume: Any, sigma: float) -> Any:
+    """Gaussian smoothing of a real 3D tensor by multiplication in Fourier space.
+
+    Circular boundaries, which suit a support that sits well inside an oversampled box.
+    Cost: one real FFT pair, independent of ``sigma`` (a dense 3D convolution is not).
+    """
+    import torch
+
+    spec = torch.fft.rfftn(volume)
+    kernel = None
+    for axis, n in enumerate(volume.shape):
+        f = (torch.fft.rfftfreq(n, device=volume.device) if axis == volume.ndim - 1
+             else torch.fft.fftfreq(n, device=volume.device))
+        g = torch.exp(-2.0 * (math.pi * sigma * f) ** 2)
+        shape = [1] * volume.ndim
+        shape[axis] = -1
+        g = g.reshape(shape)
+        kernel = g if kernel is None else kernel * g
+    return torch.fft.irfftn(spec * kernel, s=volume.shape)
+
+
+def threshold_support(amplitude: Any, sigma: float, threshold: float) -> Any:
+    """Shrink-wrap: smoothed amplitude above ``threshold`` × its maximum (bool tensor)."""
+    smooth = gaussian_filter_fft(amplitude, sigma)
+    return smooth > threshold * smooth.max()
+
+
+class _Problem:
+    """Device tensors shared by all starts: shifted amplitudes, fit and free masks."""
+
+    def __init__(self, intensity: np.ndarray, mask: np.ndarray | None, free_fraction: float,
+                 seed: int, device: Any) -> None:
+        import torch
+
+        valid = np.ones(intensity.shape, bool) if mask is None else np.asarray(mask, bool)
+        rng = np.random.default_rng(seed)
+        free = valid & (rng.random(intensity.shape) < free_fraction)
+        fit = valid & ~free
+
+        def shifted(a: np.ndarray, dtype: Any) -> Any:
+            return torch.from_numpy(np.ascontiguousarray(np.fft.ifftshift(a))).to(
+                device=device, dtype=dtype)
+
+        self.device = device
+        self.shape = intensity.shape
+        self.intensity = shifted(intensity, torch.float32)
+        self.amp = torch.sqrt(self.intensity)
+        self.fit = shifted(fit, torch.float32)
+        self.unfit = 1.0 - self.fit
+        self.free = shifted(free, torch.bool)
+        self.has_unfit = bool((~fit).any())
+        self.amp_fit = self.amp * self.fit
+        self.norm = float((self.amp_fit**2).sum())
+
+    def misfit(self, abs_f: Any) -> Any:
+        """Σ_fit (|F| − √I)² / Σ_fit I as a 0-d tensor (no host sync)."""
+        diff = abs_f * self.fit if self.has_unfit else abs_f.clone()
+        return diff.sub_(self.amp_fit).square_().sum() / self.norm
+
+    def evaluate(self, rho: Any) -> tuple[float, float]:
+        """(χ², free LLK) of a support-projected object."""
+        import torch
+
+        abs_f = torch.fft.fftn(rho, norm="ortho").abs()
+        chi2 = float(self.misfit(abs_f))
+        if not bool(self.free.any()):
+            return chi2, float("nan")
+        ic = abs_f[self.free].square().clamp_min(1e-12)
+        io = self.intensity[self.free]
+        dev = ic - io + torch.xlogy(io, io) - io * torch.log(ic)
+        return chi2, float(dev.mean())
+
+
+class _Weights:
+    """Per-algorithm update weights (w, c) for the current support, cached."""
+
+    def __init__(self, support: Any, beta: float) -> None:
+        self.set_support(support)
+        self.beta = beta
+
+    def set_support(self, support: Any) -> None:
+        self.support = support
+        self.s = support.float()
+        self.cache: dict[str, tuple[Any, Any]] = {}
+
+    def __getitem__(self, alg: str) -> tuple[Any, Any]:
+        if alg not in self.cache:
+            s, out, b = self.s, 1.0 - self.s, self.beta
+            if alg == "ER":
+                self.cache[alg] = (s, None)
+            elif alg == "HIO":
+                self.cache[alg] = (s - b * out, out)
+            else:  # RAAR
+                self.cache[alg] = (s + (1 - 2 * b) * out, b * out)
+        return self.cache[alg]
+
+
+class PhaseRetrievalEngine:
+    """ER / HIO / RAAR with shrink-wrap, averaging and multiple starts (see module doc)."""
+
+    name: ClassVar[str] = "er_hio"
+    description: ClassVar[str] = "ER/HIO cycles with shrink-wrap (seeds' 600-iteration baseline)"
+    dims: ClassVar[int] = 3
+    unit: ClassVar[str] = "iteration"
+    Config: ClassVar[type] = ERHIOConfig
+
+    def run(self, data: Any, config: PhaseRetrievalConfig, init: Snapshot | None = None
+            ) -> Iterator[Snapshot]:
+        """Yield snapshots; the final one holds the best start and the ranking in extras.
+
+        Parameters
+        ----------
+        data : BraggData or ndarray
+            Intensities (D, H, W), peak centred; ``data.mask`` marks valid voxels.
+        config : PhaseRetrievalConfig
+            Run parameters.
+        init : Snapshot, optional
+            Starting object (same shape) and optional ``extras["support"]`` (e.g. a
+            network's prediction); only with ``n_starts == 1``.
+        """
+        import torch
+
+        config.validate()
+        intensity = validate_intensity(getattr(data, "intensity", data))
+        mask = getattr(data, "mask", None)
+        if mask is not None and np.asarray(mask).shape != intensity.shape:
+            raise ValueError(f"mask shape {np.asarray(mask).shape} does not match intensity "
+                             f"{intensity.shape}")
+        if init is not None:
+            if config.n_starts != 1:
+                raise ValueError("n_starts must be 1 when an init object is given")
+            if np.shape(init.object) != intensity.shape:
+                raise ValueError(f"init object shape {np.shape(init.object)} does not match "
+                                 f"intensity {intensity.shape}")
+        device = select_device(config.device)
+        prob = _Problem(intensity, mask, config.free_fraction, config.seed, device)
+        plan = schedule(config.recipe, int(config.iterations))
+        timer = Timer()
+        total = len(plan) * config.n_starts
+        results: list[dict[str, Any]] = []
+        best: dict[str, Any] | None = None
+        for start in range(config.n_starts):
+            rho, support = self._initial(prob, config, init, start)
+            for snap, final in self._iterate(prob, config, plan, rho, support, start, timer,
+                                             total):
+                if final is None:
+                    yield snap
+                    continue
+                results.append(final)
+                key = final["llk_free"] if math.isfinite(final["llk_free"]) else final["chi2"]
+                if best is None or key < best["key"]:
+                    best = {**final, "key": key, "snap": snap}
+        assert best is not None
+        ranking = sorted(({k: r[k] for k in ("start", "llk_free", "chi2")} for r in results),
+                         key=lambda r: r["llk_free"] if math.isfinite(r["llk_free"])
+                         else r["chi2"])
+        snap = best["snap"]
+        snap.iteration, snap.done, snap.elapsed = total, True, timer()
+        snap.extras.update(ranking=ranking, best_start=best["start"])
+        yield snap
+
+    def _initial(self, prob: _Problem, config: PhaseRetrievalConfig, init: Snapshot | None,
+                 start: int) -> tuple[Any, Any]:
+        """Starting object and support: from ``init``, else autocorrelation + random phases."""
+        import torch
+
+        if init is not None:
+            rho = torch.as_tensor(np.asarray(init.object, np.complex64), device=prob.device)
+            sup = (init.extras or {}).get("support")
+            if sup is not None:
+                support = torch.as_tensor(np.asarray(sup, bool), device=prob.device)
+            else:
+                support = threshold_support(rho.abs(), config.sigma_start,
+                                            config.support_threshold)
+            return rho * support, support
+        auto = torch.fft.ifftn(prob.intensity, norm="ortho").abs()
+        auto = torch.fft.fftshift(auto)  # the autocorrelation is centred at index 0
+        support = auto > config.autocorr_threshold * auto.max()
+        gen = torch.Generator(device="cpu").manual_seed(int(config.seed) * 1009 + start)
+        phase = (torch.rand(prob.shape, generator=gen) * (2 * math.pi)).to(prob.device)
+        rho = torch.fft.ifftn(prob.amp * torch.polar(torch.ones_like(phase), phase),
+                              norm="ortho")
+        return rho * support, support
+
+    def _iterate(self, prob: _Problem, config: PhaseRetrievalConfig, plan: list[str],
+                 rho: Any, support: Any, start: int, timer: Timer, total: int
+                 ) -> Iterator[tuple[Snapshot, dict[str, Any] | None]]:
+        import torch
+
+        n = len(plan)
+        weights = _Weights(support, config.beta)
+        errors: list[Any] = []
+        avg, avg_count = None, 0
+        offset = start * n
+        for it, alg in enumerate(plan, start=1):
+            f = torch.fft.fftn(rho, norm="ortho")
+            abs_f = f.abs()
+            errors.append(prob.misfit(abs_f))
+            ratio = torch.div(prob.amp, abs_f.clamp_min_(1e-20), out=abs_f)
+            if prob.has_unfit:
+                ratio.mul_(prob.fit).add_(prob.unfit)
+            proj = torch.fft.ifftn(f.mul_(ratio), norm="ortho")
+            w, c = weights[alg]
+            rho = proj.mul_(w) if c is None else rho.mul_(c).add_(proj.mul_(w))
+            if config.shrinkwrap_every and it % config.shrinkwrap_every == 0 and it < n:
+                frac = it / n
+                sigma = config.sigma_start + (config.sigma_end - config.sigma_start) * frac
+                new = threshold_support((rho * weights.s).abs(), sigma,
+                                        config.support_threshold)
+                if bool(new.any()):
+                    weights.set_support(new)
+            if it > n - config.average_last:
+                obj = rho * weights.s
+                if avg is None:
+                    avg = obj.clone()
+                else:  # align the global phase before adding: the phase is a free gauge
+                    rot = torch.sum(avg.conj() * obj)
+                    avg += obj * (rot.conj() / rot.abs().clamp_min(1e-30))
+                avg_count += 1
+            last = it == n
+            if it % config.update_every == 0 or last:
+                errs = torch.stack(errors).cpu().numpy()
+                bad = ~np.isfinite(errs)
+                if bad.any():
+                    raise EngineError(f"non-finite values at iteration {int(np.argmax(bad)) + 1}"
+                                      f" of start {start} ({alg}); lower beta or check the "
+                                      "data")
+                obj = (avg / avg_count) if (last and avg is not None) else rho * weights.s
+                chi2, llk = prob.evaluate(obj)
+                snap = Snapshot(
+                    iteration=offset + it, total=total, object=obj.cpu().numpy(),
+                    errors=[float(e) for e in errs], elapsed=timer(), unit="iteration",
+                    method=self.name,
+                    extras={"support": weights.support.cpu().numpy(), "chi2": chi2,
+                            "llk_free": llk, "algorithm": alg, "start": start})
+                final = ({"start": start, "chi2": chi2, "llk_free": llk} if last else None)
+                yield snap, final
+
+
+class ER(PhaseRetrievalEngine):
+    """Error reduction with shrink-wrap."""
+
+    name: ClassVar[str] = "er"
+    description: ClassVar[str] = "Error reduction with shrink-wrap (3D Bragg CDI)"
+    Config: ClassVar[type] = ERConfig
+
+
+class HIO(PhaseRetrievalEngine):
+    """Hybrid input-output with shrink-wrap."""
+
+    name: ClassVar[str] = "hio"
+    description: ClassVar[str] = "Hybrid input-output (Fienup) with shrink-wrap"
+    Config: ClassVar[type] = HIOConfig
+
+
+class RAAR3D(PhaseRetrievalEngine):
+    """RAAR with shrink-wrap."""
+
+    name: ClassVar[str] = "raar_3d"
+    description: ClassVar[str] = "RAAR (Luke 2005) with shrink-wrap, 3D"
+    Config: ClassVar[type] = RAARConfig
+
+
+class ERHIO(PhaseRetrievalEngine):
+    """The 600-iteration (20 ER + 160 HIO + 20 ER) × 3 baseline."""
