@@ -13,5 +13,12 @@ register("epie", _P + "iterative", "EPIE", "ePIE (Maiden & Rodenburg 2009)", 2)
 register("rpie", _P + "iterative", "RPIE", "rPIE (Maiden, Johnson & Li 2017)", 2)
 register("dm", _P + "iterative", "DM", "Difference map (Thibault et al. 2009)", 2)
 register("raar", _P + "iterative", "RAAR", "RAAR (Luke 2004)", 2)
-register("lsqml", _P + "iterative", "LSQML", "LSQ-ML (Odstrcil et al. 2018)", 2)
+register("lsqml", _P + "lsqml", "LSQML", "LSQ-ML (Odstrcil et al. 2018)", 2)
 register("ad", _P + "autodiff", "AD", "Automatic differentiation with Adam", 2)
+
+# 3D Bragg CDI, classic phase retrieval
+register("er", _P + "phase_retrieval", "ER", "Error reduction with shrink-wrap (3D)", 3)
+register("hio", _P + "phase_retrieval", "HIO", "Hybrid input-output with shrink-wrap (3D)", 3)
+register("raar_3d", _P + "phase_retrieval", "RAAR3D", "RAAR with shrink-wrap (3D)", 3)
+register("er_hio", _P + "phase_retrieval", "ERHIO",
+         "(20ER+160HIO+20ER)*3 baseline with shrink-wrap (3D)", 3)
