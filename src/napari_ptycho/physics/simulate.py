@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ptycho.data import Geometry, PtychoData
+from napari_ptycho.data import BraggData, Geometry, PtychoData
 from napari_ptycho.physics.noise import NOISE_KINDS, add_noise, check_alpha, check_sigma
 from napari_ptycho.physics.objects import OBJECT_KINDS, make_object
 from napari_ptycho.physics.probes import PROBE_KINDS, make_probe, probe_fwhm
@@ -181,7 +181,8 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         "noise": noise, "scan": scan, "seed": int(seed), "probe": probe_kind,
         "probe_modes": probe_modes, "detector_size": detector_size, "jitter": float(jitter),
         "amplitude_range": [float(v) for v in amplitude_range],
-        "phase_range": [float(v) for v in phase_range], "alpha": alpha, "sigma": sigma,
+        "phase_range": [float(v) for v in phase_range], "alpha": alpha,
+        "sigma": sigma if noise in ("gaussian", "mixed") else None,
         "margin": margin,
     }
     metadata = {
@@ -197,3 +198,77 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     return PtychoData(diffraction=diffraction, positions=positions, geometry=geometry,
                       probe=truth_probe.copy(), metadata=metadata, truth_object=truth_object,
                       truth_probe=truth_probe, object_shape=tuple(obj_shape))
+
+
+def simulate_bragg(size: int = 64, seed: int = 0, photons: float = 1e8,
+                   oversampling: float = 3.0, strained: bool = True, noise: str = "poisson",
+                   phase_range: tuple[float, float] = (-1.0, 1.0), rotate: bool = True,
+                   alpha: float | None = None, sigma: float | None = None) -> BraggData:
+    """Simulate a 3D Bragg CDI measurement of a random faceted crystal.
+
+    Parameters
+    ----------
+    size : int
+        Box side in voxels (>= 16; typically 32 or 64).
+    seed : int
+        Seeds the crystal shape and strain and (independently) the noise.
+    photons : float
+        Expected total counts in the whole 3D intensity volume.
+    oversampling : float
+        The crystal fits in ``size / oversampling`` voxels per axis (>= 2).
+    strained : bool
+        Smooth strain phase field (True) or a real, unstrained crystal.
+    noise : {"none", "poisson", "gaussian", "mixed"}
+        Noise model (:mod:`napari_ptycho.physics.noise`).
+    phase_range : (float, float)
+        Strain phase span over the crystal, radians.
+    rotate : bool
+        Randomly rotate the crystal with respect to the array axes.
+    alpha, sigma : float, optional
+        PtyINR Poisson photon level and Gaussian σ (see :func:`add_noise`).
+
+    Returns
+    -------
+    BraggData
+        Intensity (float32, peak centred), ``truth_object`` (complex64, scaled so that
+        ``bragg_intensity(truth_object)`` is the noise-free expected intensity), actual
+        ``oversampling`` per axis and metadata (parameters, facet count, base shape).
+    """
+    from napari_ptycho.physics.bragg import bragg_intensity
+    from napari_ptycho.physics.crystals import make_crystal
+
+    if isinstance(size, bool) or int(size) != size or size < 16:
+        raise ValueError(f"size must be an integer >= 16 (got {size!r})")
+    photons = _check_photons(photons)
+    noise = _check_kind("noise", noise, NOISE_KINDS)
+    alpha, sigma = check_alpha(alpha), check_sigma(sigma)
+    if not (isinstance(oversampling, (int, float)) and math.isfinite(oversampling)
+            and oversampling >= 2):
+        raise ValueError(f"oversampling must be a number >= 2 (got {oversampling!r})")
+    crystal_seq, noise_seq = np.random.SeedSequence(int(seed)).spawn(2)
+    crystal, info = make_crystal(int(size), np.random.default_rng(crystal_seq),
+                                 float(oversampling), bool(strained), phase_range,
+                                 bool(rotate))
+    # Parseval: sum(I) = sum(|ρ|²), so scaling ρ by sqrt(photons / sum|ρ|²) sets the total
+    crystal = (crystal * math.sqrt(photons / float(np.sum(np.abs(crystal) ** 2)))
+               ).astype(np.complex64)
+    expected = bragg_intensity(crystal).astype(np.float64)
+    intensity = add_noise(expected, noise, np.random.default_rng(noise_seq), alpha, sigma)
+    geometry = Geometry(energy=BRAGG_ENERGY_EV, distance=BRAGG_DISTANCE_M,
+                        detector_pixel_size=BRAGG_PIXEL_M, detector_shape=(size, size))
+    params = {"size": int(size), "seed": int(seed), "photons": photons,
+              "oversampling": float(oversampling), "strained": bool(strained),
+              "noise": noise, "phase_range": [float(v) for v in phase_range],
+              "rotate": bool(rotate), "alpha": alpha,
+              "sigma": sigma if noise in ("gaussian", "mixed") else None}
+    metadata = {
+        "name": f"simulated {'strained' if strained else 'unstrained'} crystal "
+                f"({info['facets']} facets)",
+        "source": "napari_ptycho.physics.simulate.simulate_bragg",
+        "simulation": params,
+        "facets": info["facets"],
+        "base_shape": info["base_shape"],
+        "total_counts": float(intensity.sum()),
+    }
+    return BraggData(intensity=intensity, geometry=geometry, metadata=metadata,
+                     truth_object=crystal, oversampling=tuple(info["oversampling"]))
