@@ -51,8 +51,10 @@ class PhaseRetrievalConfig(BaseConfig):
         Shrink-wrap threshold, as a fraction of the smoothed amplitude maximum.
     shrinkwrap_every : int
         Update the support every this many iterations (0 switches shrink-wrap off).
-    sigma_start, sigma_end : float
-        Gaussian width (voxels) of the shrink-wrap smoothing, shrinking linearly.
+    sigma_start : float
+        Gaussian width (voxels) of the shrink-wrap smoothing at the start of a run.
+    sigma_end : float
+        Width at the end; sigma shrinks linearly from sigma_start.
     autocorr_threshold : float
         Initial support = autocorrelation ``|IFFT(I)|`` above this fraction of its maximum
         (ignored when ``init`` brings a support).
@@ -285,7 +287,6 @@ class PhaseRetrievalEngine:
             Starting object (same shape) and optional ``extras["support"]`` (e.g. a
             network's prediction); only with ``n_starts == 1``.
         """
-        import torch
 
         config.validate()
         intensity = validate_intensity(getattr(data, "intensity", data))
@@ -299,6 +300,8 @@ class PhaseRetrievalEngine:
             if np.shape(init.object) != intensity.shape:
                 raise ValueError(f"init object shape {np.shape(init.object)} does not match "
                                  f"intensity {intensity.shape}")
+            if not np.all(np.isfinite(init.object)):
+                raise ValueError("init object contains NaN or infinite values")
         device = select_device(config.device)
         prob = _Problem(intensity, mask, config.free_fraction, config.seed, device)
         plan = schedule(config.recipe, int(config.iterations))
@@ -339,13 +342,19 @@ class PhaseRetrievalEngine:
             else:
                 support = threshold_support(rho.abs(), config.sigma_start,
                                             config.support_threshold)
-            return rho * support, support
-        auto = torch.fft.ifftn(prob.intensity, norm="ortho").abs()
+            rho = rho * support
+            # a prediction's scale is arbitrary: match the measured energy (Parseval)
+            model = torch.fft.fftn(rho, norm="ortho").abs().square_().mul_(prob.fit).sum()
+            if not float(model) > 0:
+                raise ValueError("init object is zero inside its support")
+            return rho * torch.sqrt(prob.norm / model), support
+        # only fitted voxels seed the start, so held-out and masked ones never steer the fit
+        auto = torch.fft.ifftn(prob.amp_fit.square(), norm="ortho").abs()
         auto = torch.fft.fftshift(auto)  # the autocorrelation is centred at index 0
         support = auto > config.autocorr_threshold * auto.max()
         gen = torch.Generator(device="cpu").manual_seed(int(config.seed) * 1009 + start)
         phase = (torch.rand(prob.shape, generator=gen) * (2 * math.pi)).to(prob.device)
-        rho = torch.fft.ifftn(prob.amp * torch.polar(torch.ones_like(phase), phase),
+        rho = torch.fft.ifftn(prob.amp_fit * torch.polar(torch.ones_like(phase), phase),
                               norm="ortho")
         return rho * support, support
 
