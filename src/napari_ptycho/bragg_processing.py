@@ -268,7 +268,8 @@ def strain_map(obj: Any, q_direction: Any = (1.0, 0.0, 0.0), support: Any = None
     q_direction : tuple of 3 float
         Scattering vector direction in array axes (normalised here).
     support : array_like of bool, optional
-        Voxels outside are set to 0 (and do not feed the gradient).
+        Voxels outside are 0 and do not feed the gradient; voxels inside without a
+        neighbour along an axis that ``q̂`` needs (one-voxel-thin parts) are NaN.
     voxel_size : float
         Real-space voxel size (same length unit as ``1/q_magnitude``).
     q_magnitude : float, optional
@@ -285,18 +286,20 @@ def strain_map(obj: Any, q_direction: Any = (1.0, 0.0, 0.0), support: Any = None
     sup = np.ones(arr.shape, bool) if support is None else np.asarray(support, bool)
     arr = arr * sup
     grad = np.zeros(arr.shape)
+    defined = sup.copy()
     for axis in range(3):
         if q[axis] == 0:
             continue
         fwd, back = np.roll(arr, -1, axis), np.roll(arr, 1, axis)
+        has_f, has_b = np.roll(sup, -1, axis) & sup, np.roll(sup, 1, axis) & sup
         # central difference of the phase from neighbour products: no unwrapping needed;
-        # one-sided at the support border, where a neighbour is missing
-        both = np.angle(fwd * np.conj(back)) / 2
-        one = np.where(np.abs(fwd) > 0, np.angle(fwd * np.conj(arr)),
-                       np.angle(arr * np.conj(back)))
-        inner = (np.abs(fwd) > 0) & (np.abs(back) > 0)
-        grad += q[axis] * np.where(inner, both, one)
+        # one-sided at the support border, undefined where both neighbours are missing
+        d = np.where(has_f & has_b, np.angle(fwd * np.conj(back)) / 2,
+                     np.where(has_f, np.angle(fwd * np.conj(arr)),
+                              np.angle(arr * np.conj(back))))
+        grad += q[axis] * np.where(has_f | has_b, d, 0.0)
+        defined &= has_f | has_b
     grad /= voxel_size
     if q_magnitude is not None:
         grad /= q_magnitude
-    return np.where(sup, grad, 0.0).astype(np.float32)
+    return np.where(defined, grad, np.where(sup, np.nan, 0.0)).astype(np.float32)
