@@ -126,22 +126,40 @@ def estimate_shift(moving: np.ndarray, reference: np.ndarray,
         Shift to pass to :func:`apply_shift` to bring ``moving`` into register.
     """
     same_shape(moving, reference, "moving", "reference")
-    w = (np.ones(reference.shape) if mask is None
-         else as_mask(mask, reference.shape).astype(float))
-    # Subtracting the in-region mean stops a shared bright background (|t| ~ 1 in
-    # ptychography) or the shared mask edge from pinning the correlation peak at zero.
-    ref = w * (reference - np.sum(w * reference) / w.sum())
-    mov = w * (moving - np.sum(w * moving) / w.sum())
-    if not np.any(np.abs(ref) > 0) or not np.any(np.abs(mov) > 0):
-        return np.zeros(reference.ndim)  # featureless: no translation can be measured
-    coarse = _phase_correlation(ref, mov)
-    if not refine:
-        return coarse
     freqs = _open_grid([np.fft.fftfreq(n) for n in reference.shape])
     if mask is None:
+        # Subtracting the mean stops a bright background (|t| ~ 1 in ptychography) from
+        # dominating the correlation.
+        ref, mov = reference - reference.mean(), moving - moving.mean()
+        if not np.any(np.abs(ref) > 0) or not np.any(np.abs(mov) > 0):
+            return np.zeros(reference.ndim)  # featureless: no translation is measurable
+        coarse = _phase_correlation(ref, mov)
+        if not refine:
+            return coarse
         coeffs = np.conj(np.fft.fftn(reference)) * np.fft.fftn(moving)
         return _refine_peak(coeffs, freqs, coarse, np.full(reference.ndim, 1.0))
+    w = as_mask(mask, reference.shape).astype(float)
+    coarse = _masked_coarse_shift(w * reference, moving, w)
+    if not refine:
+        return coarse
     return _refine_masked(np.fft.fftn(moving), w * reference, w, freqs, coarse)
+
+
+def _masked_coarse_shift(weighted_ref: np.ndarray, moving: np.ndarray, w: np.ndarray
+                         ) -> np.ndarray:
+    """Best integer shift by the masked least-squares criterion, for every shift at once.
+
+    Phase correlation of two masked images locks onto their shared mask edges; instead
+    ``|<w·ref, S_u m>|² / <w, |S_u m|²>`` (maximal at the true shift by Cauchy-Schwarz)
+    is evaluated for all circular integer shifts ``u`` with FFT correlations.
+    """
+    overlap = np.fft.fftn(np.conj(np.fft.fftn(weighted_ref)) * np.fft.fftn(moving))
+    energy = np.fft.fftn(np.conj(np.fft.fftn(w)) * np.fft.fftn(np.abs(moving) ** 2)).real
+    ratio = np.where(energy > 1e-12 * energy.max(), np.abs(overlap) ** 2
+                     / np.maximum(energy, 1e-300), 0.0)
+    peak = np.unravel_index(np.argmax(ratio), ratio.shape)
+    return np.array([i - n if i > n // 2 else i for i, n in zip(peak, ratio.shape,
+                                                                 strict=True)], dtype=float)
 
 
 def _refine_masked(moving_ft: np.ndarray, weighted_ref: np.ndarray, w: np.ndarray,
