@@ -159,3 +159,25 @@ def test_other_bad_input_gets_clear_messages() -> None:
         bp.strain_map(np.ones((8, 8, 8), complex), (0, 0, 0))
     with pytest.raises(ValueError, match="empty"):
         bp.center_object(np.zeros((8, 8, 8), complex))
+
+
+def test_postprocess_gives_every_view_of_a_crystal() -> None:
+    truth, _ = toy_crystal(noise=False)
+    rec = np.roll(bp.twin(truth), (2, 3, -4), axis=(0, 1, 2)) * np.exp(0.7j)
+    views = bp.postprocess(rec, reference=truth, q_direction=(0, 0, 1), unwrap=True)
+    assert views["twin_flipped"]
+    assert views["support"].sum() == (np.abs(truth) > 0).sum()
+    verts, faces, values = views["surface"]
+    assert len(verts) > 100 and faces.max() < len(verts) and values.shape == (len(verts),)
+    assert np.all(np.isfinite(views["strain"]))
+    # phase after ramp removal matches the truth's after the same treatment
+    ref = bp.postprocess(truth, q_direction=(0, 0, 1))
+    sup = ref["support"] & views["support"]
+    assert sup.sum() > 0.9 * ref["support"].sum()
+    diff = np.angle(views["object"][sup] * np.conj(ref["object"][sup]))
+    assert np.abs(diff).max() < 1e-3
+
+
+def test_isosurface_of_an_empty_volume_is_empty() -> None:
+    verts, faces, values = bp.isosurface(np.zeros((8, 8, 8)), np.zeros((8, 8, 8)))
+    assert verts.shape == (0, 3) and faces.shape == (0, 3) and values.shape == (0,)

@@ -303,3 +303,67 @@ def strain_map(obj: Any, q_direction: Any = (1.0, 0.0, 0.0), support: Any = None
     if q_magnitude is not None:
         grad /= q_magnitude
     return np.where(defined, grad, np.where(sup, np.nan, 0.0)).astype(np.float32)
+
+
+def isosurface(amplitude: Any, phase: Any, level: float = 0.3
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Isosurface of the amplitude at ``level`` × max, vertices coloured by the phase.
+
+    Returns
+    -------
+    (verts, faces, values)
+        napari Surface data: float32 vertices (voxel units), int faces, and the phase of
+        the nearest voxel for each vertex. Empty arrays when nothing crosses the level.
+    """
+    from skimage.measure import marching_cubes
+
+    amp = _volume(amplitude, "amplitude").astype(np.float32)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1) (got {level})")
+    top = float(amp.max()) if amp.size else 0.0
+    if not top > 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), int), np.zeros(0, np.float32)
+    # pad so that crystals touching the border still give closed surfaces
+    verts, faces, _, _ = marching_cubes(np.pad(amp, 1), level * top)
+    verts = (verts - 1).astype(np.float32)
+    idx = np.clip(np.rint(verts).astype(int), 0, np.array(amp.shape) - 1)
+    values = np.asarray(phase, np.float32)[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return verts, faces.astype(int), values
+
+
+def postprocess(obj: Any, support: Any = None, q_direction: Any = (1.0, 0.0, 0.0),
+                reference: Any = None, unwrap: bool = False, voxel_size: float = 1.0,
+                q_magnitude: float | None = None, iso_level: float = 0.3) -> dict[str, Any]:
+    """Everything a viewer shows for one reconstruction.
+
+    Resolves the twin against ``reference`` (when given), centres the crystal, removes the
+    phase ramp, optionally unwraps the phase, and computes the strain and the isosurface.
+
+    Returns
+    -------
+    dict
+        ``object`` (processed complex), ``support``, ``amplitude``, ``phase`` (0 outside
+        the support), ``strain`` (NaN-free: 0 where undefined), ``surface``
+        ``(verts, faces, values)`` and ``twin_flipped``.
+    """
+    arr = _volume(obj, "obj").astype(np.complex64)
+    sup = (np.abs(arr) > 0.1 * np.abs(arr).max()) if support is None else np.asarray(
+        support, bool)
+    if sup.shape != arr.shape:
+        raise ValueError(f"support shape {sup.shape} does not match obj {arr.shape}")
+    flipped = False
+    if reference is not None:
+        arr, flipped = resolve_twin(arr, reference)
+        if flipped:
+            sup = twin(sup.astype(np.complex64)).real > 0.5
+    if not sup.any():
+        sup = np.abs(arr) > 0.1 * np.abs(arr).max()
+    arr, shift = center_object(arr, sup)
+    sup = np.roll(sup, shift, axis=(0, 1, 2))
+    arr, _ = remove_phase_ramp(arr, sup)
+    phase = unwrap_phase(arr, sup) if unwrap else np.where(sup, np.angle(arr), 0.0)
+    amplitude = np.abs(arr).astype(np.float32)
+    strain = strain_map(arr, q_direction, sup, voxel_size, q_magnitude)
+    return {"object": arr, "support": sup, "amplitude": amplitude,
+            "phase": phase.astype(np.float32), "strain": np.nan_to_num(strain),
+            "surface": isosurface(amplitude, phase, iso_level), "twin_flipped": flipped}
