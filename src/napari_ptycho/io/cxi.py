@@ -32,6 +32,19 @@ _PROBE_PATHS = (f"{OURS}/probe", f"{SOURCE}/illumination", f"{SOURCE}/probe",
 _OBJECT_PATHS = ("entry_1/sample_1/object", "entry_1/object", "entry_1/image_1/data")
 
 
+def _complex_dataset(h5: Any, name: str, ndims: tuple[int, ...]) -> Any:
+    """The complex dataset ``name`` with one of ``ndims`` ranks, or ``None`` (dangling
+    links and groups included)."""
+    try:
+        obj = h5[name] if name in h5 else None
+    except (KeyError, OSError):
+        return None
+    if obj is None or not hasattr(obj, "dtype") or obj.dtype.kind != "c" \
+            or obj.ndim not in ndims:
+        return None
+    return obj
+
+
 def is_cxi(h5: Any) -> bool:
     """True when an open h5py File has the CXI diffraction dataset."""
     return f"{DETECTOR}/data" in h5 or "entry_1/data_1/data" in h5
@@ -269,13 +282,14 @@ def _read_open(path: Any, h5: Any, near_field: bool | None,
     probe = ours.get("probe")
     if probe is None:
         for p in _PROBE_PATHS[1:]:
-            if p in h5 and np.iscomplexobj(h5[p]) and h5[p].ndim in (2, 3):
-                probe = h5[p][()]
+            dset = _complex_dataset(h5, p, (2, 3))
+            if dset is not None:
+                probe = dset[()]
                 break
     if probe is not None and (probe.shape[-2] > h or probe.shape[-1] > w):
         raise c.fail(path, f"probe guess {probe.shape} is larger than the frames {(h, w)}")
     for p in _OBJECT_PATHS:
-        if p in h5 and np.iscomplexobj(h5[p]) and h5[p].ndim == 2:
+        if _complex_dataset(h5, p, (2,)) is not None:
             meta["object_guess_path"] = p
     meta["contrast_sample"] = [float(v) for v in c.contrast_limits(sample)]
     try:
@@ -293,8 +307,9 @@ def object_guess(path: str | Path) -> np.ndarray | None:
 
     with h5py.File(path, "r") as h5:
         for p in _OBJECT_PATHS:
-            if p in h5 and np.iscomplexobj(h5[p]) and h5[p].ndim == 2:
-                return h5[p][()].astype(np.complex64)
+            dset = _complex_dataset(h5, p, (2,))
+            if dset is not None:
+                return dset[()].astype(np.complex64)
     return None
 
 
