@@ -1,0 +1,179 @@
+"""Output layers of a run, created once and then updated in place.
+
+Output layers are found by their tags in ``layer.metadata`` (``ptycho_source`` = the input
+layer's key, ``ptycho_role`` = what the layer shows), never by name, so renaming a layer
+does not break a run, and a run can only ever write to the layers of its own input.
+Scale and units come from ``Geometry.object_pixel_size`` (shown in nm, which keeps world
+coordinates near 1 for the renderer; the scale bar shows the unit);
+``metadata["pixel_size"]`` (metres) and ``metadata["units"]`` tell writers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ROLE_KEY = "ptycho_role"
+SOURCE_KEY = "ptycho_source"
+RUN_KEY = "ptycho_run"
+RESULT_KEY = "ptycho_result"
+_GAP = 8  # pixels between the object and the probe tiles
+
+
+def source_key(layer: Any) -> str:
+    """Stable identity of an input layer: its ``unique_id`` (napari ≥ 0.5) else ``id()``."""
+    uid = getattr(layer, "unique_id", None)
+    return str(uid) if uid is not None else f"id{id(layer)}"
+
+
+def complex_to_rgb(field_: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """HSV composite of a complex image: hue = phase, value = amplitude / ``vmax``.
+
+    Returns float32 RGB in [0, 1] with shape ``field_.shape + (3,)``.
+    """
+    from matplotlib.colors import hsv_to_rgb
+
+    field_ = np.asarray(field_)
+    if not np.iscomplexobj(field_):
+        raise ValueError("field_ must be a complex array")
+    amp = np.abs(field_)
+    top = float(vmax) if vmax else float(np.percentile(amp, 99.5)) or 1.0
+    hsv = np.empty(field_.shape + (3,), dtype=np.float32)
+    hsv[..., 0] = (np.angle(field_) + np.pi) / (2 * np.pi)
+    hsv[..., 1] = 1.0
+    hsv[..., 2] = np.clip(amp / top, 0.0, 1.0)
+    return hsv_to_rgb(hsv).astype(np.float32)
+
+
+def tile_modes(probe: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Lay probe modes (M, h, w) side by side into one (h, M*w + (M-1)*gap) complex image."""
+    probe = np.asarray(probe)
+    if probe.ndim == 2:
+        probe = probe[None]
+    if probe.ndim != 3:
+        raise ValueError(f"probe must have shape (modes, h, w); got {probe.shape}")
+    m, h, w = probe.shape
+    out = np.zeros((h, m * w + (m - 1) * gap), dtype=np.complex64)
+    for i in range(m):
+        out[:, i * (w + gap):i * (w + gap) + w] = probe[i]
+    return out
+
+
+def scan_centres(positions: np.ndarray, probe_shape: tuple[int, int]) -> np.ndarray:
+    """Probe-window centres in object pixel coordinates.
+
+    napari puts pixel ``i`` at coordinate ``i``, so a window covering pixels ``r .. r+h-1``
+    is centred on ``r + (h - 1) / 2``.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    return pos + (np.asarray(probe_shape, dtype=np.float64) - 1) / 2
+
+
+def display_scale(geometry: Any) -> tuple[float, str | None]:
+    """(scale per object pixel, unit) for layers: nm when the pixel size is known."""
+    px = getattr(geometry, "object_pixel_size", None)
+    if px:
+        return float(px) * 1e9, "nm"
+    return 1.0, None
+
+
+def find_output_layer(viewer: Any, key: str, role: str) -> Any:
+    """The layer tagged with input ``key`` and ``role``, or None."""
+    for layer in viewer.layers:
+        md = layer.metadata
+        if md.get(SOURCE_KEY) == key and md.get(ROLE_KEY) == role:
+            return layer
+    return None
+
+
+def upsert_layer(viewer: Any, kind: str, key: str, role: str, name: str, data: Any,
+                 metadata: dict[str, Any], **kwargs: Any) -> Any:
+    """Update the tagged layer's data in place, or add it when missing (or deleted).
+
+    ``kwargs`` (colormap, scale, ...) are only used when the layer is created, so the
+    user's display choices survive updates.
+    """
+    layer = find_output_layer(viewer, key, role)
+    tags = {**metadata, SOURCE_KEY: key, ROLE_KEY: role}
+    if layer is None or layer._type_string != kind:
+        add = getattr(viewer, f"add_{kind}")
+        return add(data, name=name, metadata=tags, **kwargs)
+    layer.data = data
+    layer.metadata.update(tags)
+    return layer
+
+
+class PtychoLayers:
+    """The 2D result layers of one input: object amplitude, phase, HSV, probe, positions.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    key : str
+        Input-layer key (see :func:`source_key`).
+    name : str
+        Prefix for the layer names (the input layer's name).
+    geometry : Geometry
+        For scale and units.
+    """
+
+    def __init__(self, viewer: Any, key: str, name: str, geometry: Any) -> None:
+        self.viewer = viewer
+        self.key = key
+        self.name = name
+        self.scale, self.units = display_scale(geometry)
+        self.pixel_size = getattr(geometry, "object_pixel_size", None)
+
+    def _kw(self, translate: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
+        # Units go to the scale bar, not to ``layer.units``: the input's diffraction stack
+        # is in detector pixels, and mixed layer units make napari drop units altogether.
+        return {"scale": (self.scale, self.scale),
+                "translate": tuple(t * self.scale for t in translate)}
+
+    def show_units(self) -> None:
+        """Label the viewer's scale bar with the object's physical unit."""
+        bar = self.viewer.scale_bar
+        if self.units and bar.unit != self.units:
+            bar.unit = self.units
+            bar.visible = True
+
+    def update(self, snap: Any, metadata: dict[str, Any], probe_shape: tuple[int, int],
+               positions: np.ndarray | None = None) -> dict[str, Any]:
+        """Show ``snap``; returns role -> layer. ``metadata`` tags every layer."""
+        v, k, n = self.viewer, self.key, self.name
+        md = {**metadata, "pixel_size": self.pixel_size, "units": self.units or "pixel"}
+        obj = np.asarray(snap.object)
+        amp = np.abs(obj).astype(np.float32)
+        out = {
+            "amplitude": upsert_layer(v, "image", k, "amplitude", f"{n} amplitude", amp, md,
+                                      colormap="gray", **self._kw()),
+            "phase": upsert_layer(v, "image", k, "phase", f"{n} phase",
+                                  np.angle(obj).astype(np.float32), md, colormap="twilight",
+                                  contrast_limits=(-np.pi, np.pi), **self._kw()),
+            "hsv": upsert_layer(v, "image", k, "hsv", f"{n} HSV", complex_to_rgb(obj), md,
+                                rgb=True, visible=False, **self._kw()),
+        }
+        out["amplitude"].reset_contrast_limits()
+        if snap.probe is not None:
+            tiled = tile_modes(snap.probe)
+            right = obj.shape[1] + _GAP
+            below = tiled.shape[0] + _GAP
+            out["probe_amplitude"] = upsert_layer(
+                v, "image", k, "probe_amplitude", f"{n} probe amplitude",
+                np.abs(tiled).astype(np.float32), md, colormap="magma",
+                **self._kw((0.0, right)))
+            out["probe_amplitude"].reset_contrast_limits()
+            out["probe_phase"] = upsert_layer(
+                v, "image", k, "probe_phase", f"{n} probe phase",
+                np.angle(tiled).astype(np.float32), md, colormap="twilight",
+                contrast_limits=(-np.pi, np.pi), **self._kw((below, right)))
+        pos = snap.positions if snap.positions is not None else positions
+        if pos is not None:
+            centres = scan_centres(pos, probe_shape)
+            out["positions"] = upsert_layer(
+                v, "points", k, "positions", f"{n} positions", centres, md,
+                size=max(2.0, min(probe_shape) / 10), face_color="#00d0ff", opacity=0.6,
+                border_width=0, **self._kw())
+        self.show_units()
+        return out

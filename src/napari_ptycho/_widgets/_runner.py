@@ -1,0 +1,250 @@
+"""Run an engine in a napari ``thread_worker`` and hand the UI the latest snapshot, throttled.
+
+Why this shape: the engine yields a snapshot every iteration so that Cancel and Pause
+(checked by the worker between yields) act within one iteration; the worker only stores a
+reference to the newest snapshot and never waits on the UI. A ``QTimer`` on the main thread
+polls that reference a few times per second and pushes it to the layers, so however fast
+or slow the engine, the UI redraws at most ``max_rate`` times per second and always shows
+the newest state. Used by the 2D reconstruction dock, the FRC odd/even runs and the 3D dock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from qtpy.QtCore import QTimer
+
+
+class RunFailed(Exception):
+    """An engine raised mid-run; the message names the method and the input.
+
+    Deliberately not a RuntimeError: superqt's generator worker swallows RuntimeErrors
+    (it takes them for a deleted worker) instead of emitting ``errored``.
+    """
+
+
+@dataclass
+class RunContext:
+    """Everything that identifies one run; output is routed by this, never by UI state.
+
+    Attributes
+    ----------
+    data : PtychoData or BraggData
+        The input, captured when Start was pressed.
+    method : str
+        Registry name of the engine.
+    config : dataclass
+        The engine's validated Config.
+    source_name : str
+        Name of the input layer when the run started (for messages and layer names).
+    source_key : str
+        Stable identity of the input layer (survives renames), used to find output layers.
+    init : Snapshot, optional
+        Warm start.
+    run_id : str
+        Unique id of this run (a fresh uuid4 hex).
+    """
+
+    data: Any
+    method: str
+    config: Any
+    source_name: str
+    source_key: str
+    init: Any = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.time)
+    purpose: str = "reconstruction"
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Method name plus every Config field (what result files store)."""
+        return {"method": self.method, **dataclasses.asdict(self.config)}
+
+
+class _Slot:
+    """Latest snapshot written by the worker thread, read by the UI thread.
+
+    Assigning a Python reference is atomic under the GIL, so no lock is needed; ``seq``
+    tells the UI whether something new arrived since it last looked.
+    """
+
+    __slots__ = ("error", "latest", "seq")
+
+    def __init__(self) -> None:
+        self.latest: Any = None
+        self.seq = 0
+        self.error: BaseException | None = None
+
+
+def _generate(ctx: RunContext, slot: _Slot) -> Iterator[None]:
+    from napari_ptycho.engines import stream
+
+    try:
+        for snap in stream(ctx.data, ctx.method, init=ctx.init, config=ctx.config):
+            slot.latest = snap
+            slot.seq += 1
+            yield None  # gives the worker a chance to honour quit() / pause()
+    except Exception as exc:
+        # Reported from the main thread (see StreamRunner._on_finished) rather than raised:
+        # one clear notification, whatever napari's error-relay settings are.
+        err = RunFailed(f"{ctx.method} on {ctx.source_name!r} failed: "
+                        f"{type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        slot.error = err.with_traceback(exc.__traceback__)
+
+
+class StreamRunner:
+    """Drive one engine run at a time and call back on the main thread.
+
+    Parameters
+    ----------
+    on_update : callable(ctx, snapshot)
+        Called at most ``max_rate`` times per second with the newest snapshot.
+    on_finished : callable(ctx, snapshot or None, status, error)
+        Called once per run; ``status`` is "done", "cancelled" or "error".
+    max_rate : float
+        Upper bound on UI updates per second.
+    show_progress : bool
+        Show a progress bar with ETA in napari's activity dock.
+    """
+
+    def __init__(self, on_update: Callable[[RunContext, Any], None],
+                 on_finished: Callable[[RunContext, Any, str, BaseException | None], None],
+                 max_rate: float = 5.0, show_progress: bool = True) -> None:
+        if not max_rate > 0:
+            raise ValueError(f"max_rate must be positive (got {max_rate})")
+        self.on_update = on_update
+        self.on_finished = on_finished
+        self.show_progress = show_progress
+        self.worker: Any = None
+        self.context: RunContext | None = None
+        self.updates = 0
+        self._slot = _Slot()
+        self._shown = 0
+        self._pbar: Any = None
+        self._pbar_n = 0
+        self._cancelled = False
+        self._error: BaseException | None = None
+        self._timer = QTimer()
+        self._timer.setInterval(max(1, int(1000 / max_rate)))
+        self._timer.timeout.connect(self._flush)
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until the run's ``on_finished`` has been called."""
+        return self.worker is not None
+
+    @property
+    def paused(self) -> bool:
+        """True while the worker is paused."""
+        return bool(self.worker is not None and self.worker.is_paused)
+
+    @property
+    def latest(self) -> Any:
+        """Newest snapshot of the current (or last) run."""
+        return self._slot.latest
+
+    def start(self, ctx: RunContext) -> Any:
+        """Start ``ctx`` in a thread worker; refuses while another run is active."""
+        if self.running:
+            raise RuntimeError("a run is already active; cancel it first")
+        from napari.qt.threading import create_worker
+
+        self.context = ctx
+        self._slot = slot = _Slot()
+        self._shown = 0
+        self.updates = 0
+        self._cancelled = False
+        self._error = None
+        worker = create_worker(_generate, ctx, slot, _start_thread=False)
+        worker.errored.connect(self._on_errored)  # only for failures outside the engine
+        worker.finished.connect(lambda: self._on_finished(ctx, slot, worker))
+        self.worker = worker
+        if self.show_progress:
+            self._open_progress(ctx)
+        self._timer.start()
+        worker.start()
+        return worker
+
+    def pause(self) -> None:
+        """Pause the running worker (no-op when idle)."""
+        if self.worker is not None:
+            self.worker.pause()
+
+    def resume(self) -> None:
+        """Resume a paused worker."""
+        if self.worker is not None:
+            self.worker.resume()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the current iteration; the last snapshot is kept."""
+        if self.worker is not None:
+            self._cancelled = True
+            if self.worker.is_paused:
+                self.worker.resume()  # a paused worker only checks quit() when running
+            self.worker.quit()
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Block (processing Qt events) until the run has finished; True when it did."""
+        from qtpy.QtWidgets import QApplication
+
+        end = time.perf_counter() + timeout
+        while self.running and time.perf_counter() < end:
+            QApplication.processEvents()
+            time.sleep(0.005)
+        return not self.running
+
+    def _open_progress(self, ctx: RunContext) -> None:
+        from napari.utils import progress
+
+        total = int(getattr(ctx.config, "iterations", 0) or 0)
+        self._pbar = progress(total=total or None, desc=f"{ctx.method}: {ctx.source_name}")
+        self._pbar_n = 0
+
+    def _close_progress(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _flush(self) -> None:
+        slot, ctx = self._slot, self.context
+        if ctx is None or slot.seq == self._shown or slot.latest is None:
+            return
+        self._shown = slot.seq
+        snap = slot.latest
+        if self._pbar is not None:
+            it = int(getattr(snap, "iteration", 0))
+            if it > self._pbar_n:
+                self._pbar.update(it - self._pbar_n)
+                self._pbar_n = it
+        self.updates += 1
+        self.on_update(ctx, snap)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        # napari's worker already relays the error to a notification (with traceback)
+        self._error = exc
+
+    def _on_finished(self, ctx: RunContext, slot: _Slot, worker: Any) -> None:
+        if worker is not self.worker:
+            return
+        self._timer.stop()
+        self._flush()
+        self._close_progress()
+        self.worker = None
+        if slot.error is not None:
+            self._error = slot.error
+            from napari.utils.notifications import Notification, notification_manager
+
+            notification_manager.dispatch(Notification.from_exception(slot.error))
+        if self._error is not None:
+            status = "error"
+        elif self._cancelled or slot.latest is None or not getattr(slot.latest, "done", True):
+            status = "cancelled"
+        else:
+            status = "done"
+        self.on_finished(ctx, slot.latest, status, self._error)

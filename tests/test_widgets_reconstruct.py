@@ -1,0 +1,160 @@
+"""The reconstruction dock: live in-place layers, cancel, routing, errors, persistence."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_ptycho._widgets._layers import (  # noqa: E402
+    RESULT_KEY,
+    ROLE_KEY,
+    SOURCE_KEY,
+    source_key,
+)
+from napari_ptycho._widgets.reconstruct import ReconstructionWidget  # noqa: E402
+from widget_helpers import add_scan, small_scan  # noqa: E402
+
+ROLES = {"amplitude", "phase", "hsv", "probe_amplitude", "probe_phase", "positions"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_PTYCHO_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return small_scan()
+
+
+def _dock(viewer, method="slow_test", **params):
+    dock = ReconstructionWidget(viewer)
+    viewer.window.add_dock_widget(dock)
+    dock.method_box.setCurrentText(method)
+    dock.form.set_values(params)
+    return dock
+
+
+def _outputs(viewer, key=None):
+    return [ly for ly in viewer.layers if ROLE_KEY in ly.metadata
+            and (key is None or ly.metadata[SOURCE_KEY] == key)]
+
+
+def test_cancel_mid_run_keeps_last_snapshot_and_dock_can_start_again(make_napari_viewer,
+                                                                       scan, qtbot):
+    viewer = make_napari_viewer()
+    add_scan(viewer, scan)
+    dock = _dock(viewer, iterations=2000, delay=0.02)
+    dock.start()
+    qtbot.waitUntil(lambda: dock.runner.updates >= 2, timeout=15000)
+    assert dock.cancel_button.isEnabled() and not dock.start_button.isEnabled()
+    t0 = time.perf_counter()
+    dock.cancel()
+    assert dock.runner.wait(5)
+    assert time.perf_counter() - t0 < 1.0
+    last = dock.runner.latest
+    assert 0 < last.iteration < 2000 and not last.done
+    shown = viewer.layers["scan amplitude"]
+    np.testing.assert_allclose(shown.data, np.abs(last.object), rtol=1e-6)
+    assert shown.metadata[RESULT_KEY].iteration == last.iteration
+    assert dock.status.text().startswith("Cancelled")
+    assert dock.start_button.isEnabled() and not dock.cancel_button.isEnabled()
+    dock.form.set_values({"iterations": 3, "delay": 0.0})
+    dock.start()
+    assert dock.runner.wait(10)
+    assert viewer.layers["scan amplitude"].metadata[RESULT_KEY].done
+
+
+def test_switching_selected_layer_does_not_redirect_running_output(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    a = add_scan(viewer, small_scan(seed=1), name="A")
+    b = add_scan(viewer, small_scan(seed=2, object_size=80), name="B")
+    dock = _dock(viewer, iterations=30, delay=0.03)
+    dock.select_layer(a)
+    ctx = dock.start()
+    qtbot.waitUntil(lambda: dock.runner.updates >= 1, timeout=15000)
+    dock.select_layer(b)
+    assert dock.runner.wait(20)
+    assert {ly.metadata[ROLE_KEY] for ly in _outputs(viewer, source_key(a))} == ROLES
+    assert _outputs(viewer, source_key(b)) == []
+    result = viewer.layers["A amplitude"].metadata[RESULT_KEY]
+    assert result.done and result.source == "A" and result.extras["run_id"] == ctx.run_id
+    assert viewer.layers["A amplitude"].data.shape == tuple(a.metadata["ptycho_data"]
+                                                            .object_shape)
+    assert dock.last_result(b) is None
+
+
+def test_engine_error_mid_run_becomes_notification_and_dock_recovers(make_napari_viewer,
+                                                                      scan):
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    add_scan(viewer, scan)
+    dock = _dock(viewer, iterations=50, delay=0.01, fail_at=4)
+    before = len(notification_manager.records)
+    dock.start()
+    assert dock.runner.wait(15)
+    messages = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("slow_test" in m and "non-finite" in m for m in messages), messages
+    assert dock.status.text().startswith("Failed")
+    assert dock.start_button.isEnabled()
+
+
+def test_screenshot_of_shown_viewer_after_run_is_not_blank(make_napari_viewer, scan):
+    viewer = make_napari_viewer(show=True)
+    add_scan(viewer, scan)
+    dock = _dock(viewer, iterations=5, delay=0.0)
+    dock.start()
+    assert dock.runner.wait(15)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    rgb = shot[..., :3].astype(float)
+    assert rgb.std() > 5 and rgb.max() > 50
+
+
+def test_parameters_persist_between_sessions_and_restore_defaults(make_napari_viewer):
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, iterations=17, delay=0.25, seed=9)
+    dock.form.container["device"].value = "cpu"
+    viewer2 = make_napari_viewer()
+    again = ReconstructionWidget(viewer2)
+    assert again.method_box.currentText() == "slow_test"
+    assert again.form.values() == {"iterations": 17, "seed": 9, "device": "cpu",
+                                   "delay": 0.25, "fail_at": 0}
+    again.restore_defaults()
+    assert again.form.values()["iterations"] == 40
+    third = ReconstructionWidget(viewer2)
+    assert third.form.values()["delay"] == 0.03
+    for w in (again, third):
+        w.deleteLater()
+
+
+def test_continue_from_result_warm_starts_a_new_run(make_napari_viewer, scan):
+    viewer = make_napari_viewer()
+    add_scan(viewer, scan)
+    dock = _dock(viewer, iterations=4, delay=0.0)
+    with pytest.raises(ValueError, match="no result to continue"):
+        dock.start(warm=True)
+    dock.start()
+    assert dock.runner.wait(10)
+    first = dock.last_result()
+    ctx = dock.start(warm=True)
+    assert ctx.init is first
+    assert dock.runner.wait(10)
+    assert dock.last_result().iteration == 8
+    assert len(dock.last_result().errors) == 8
+
+
+def test_start_without_scan_layer_is_a_clear_error(make_napari_viewer):
+    viewer = make_napari_viewer()
+    dock = _dock(viewer)
+    assert not dock.start_button.isEnabled()
+    with pytest.raises(ValueError, match="no scan layer"):
+        dock.start()
+    dock.form.container["delay"].value = "fast"
+    add_scan(viewer, small_scan())
+    with pytest.raises(ValueError, match="delay must be a number"):
+        dock.start()
