@@ -63,6 +63,15 @@ def test_shifted_and_phased_copy_scores_as_perfect_after_registration(truth2d, s
     assert out["global_phase"] == pytest.approx(-2.3, abs=1e-3)
 
 
+def test_registration_of_a_noisy_smooth_object_stays_sub_pixel():
+    # Whitened (phase) correlation fails here: noise fills the empty part of the spectrum.
+    truth = band_limited_object((96, 96), seed=7, cutoff=0.1)
+    rng = np.random.default_rng(9)
+    noise = 0.1 * (rng.normal(size=truth.shape) + 1j * rng.normal(size=truth.shape))
+    out = evaluate(apply_shift(truth, (-3.3, 2.6)) + noise, truth)
+    assert (out["shift_0"], out["shift_1"]) == pytest.approx((3.3, -2.6), abs=0.05)
+
+
 def test_without_registration_a_shifted_copy_scores_poorly(truth2d):
     rec = apply_shift(truth2d, (2.37, -4.61))
     assert evaluate(rec, truth2d, register=False)["psnr_amplitude"] < 40

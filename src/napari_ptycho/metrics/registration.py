@@ -6,8 +6,8 @@ scale when the probe is free, a linear phase ramp (a probe offset in reciprocal 
 in 3D, the twin ``conj(x(-r))``. :func:`register` removes the requested ones by least
 squares so that the metrics measure only what the data could have decided.
 
-The sub-pixel shift is first estimated by phase correlation
-(:func:`skimage.registration.phase_cross_correlation`) and then refined by maximising the
+The sub-pixel shift is first estimated by cross-correlation
+(:func:`skimage.registration.phase_cross_correlation`, upsampled) and then refined by maximising the
 overlap ``|<truth, shift(rec, s)>|`` over continuous ``s`` (an exact trigonometric
 polynomial in ``s``), which makes the registration exact for band-limited objects rather
 than limited to the upsampling grid.
@@ -189,11 +189,17 @@ def _refine_masked(moving_ft: np.ndarray, weighted_ref: np.ndarray, w: np.ndarra
 
 
 def _phase_correlation(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """Thin wrapper of skimage's phase correlation at 1/20 pixel (imported lazily)."""
+    """skimage's cross-correlation at 1/20 pixel, without spectral whitening.
+
+    Whitening ("phase" normalisation) lifts the noise outside a smooth object's band to
+    the level of its signal and buries the peak; the plain cross-correlation is the
+    maximum-likelihood estimate under white noise.
+    """
     from skimage.registration import phase_cross_correlation
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        shift, _, _ = phase_cross_correlation(reference, moving, upsample_factor=20)
+        shift, _, _ = phase_cross_correlation(reference, moving, upsample_factor=20,
+                                               normalization=None)
     return np.asarray(shift, dtype=np.float64)
 
 
