@@ -116,7 +116,10 @@ def gaussian_smooth(volume: Any, sigma: float) -> Any:
     if sigma > 0:
         dims = tuple(range(t.ndim))
         kernel = _gaussian_transfer(tuple(t.shape), float(sigma), str(t.device))
-        t = torch.fft.irfftn(torch.fft.rfftn(t, dim=dims) * kernel, s=t.shape, dim=dims)
+        spectrum = torch.fft.rfftn(t, dim=dims).mul_(kernel)
+        # passing s= costs a copy in torch's c2r path; it is only needed for an odd last axis
+        size = None if t.shape[-1] % 2 == 0 else tuple(t.shape)
+        t = torch.fft.irfftn(spectrum, s=size, dim=dims)
     return t.cpu().numpy() if was_numpy else t
 
 
