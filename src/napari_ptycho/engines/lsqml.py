@@ -18,7 +18,6 @@ One iteration visits the scan in mini-batches. For every batch:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -26,73 +25,48 @@ from typing import Any, ClassVar
 import numpy as np
 
 from napari_ptycho.engines import _lsq_helpers as pc
-from napari_ptycho.engines.base import EngineError, Snapshot, Timer
-from napari_ptycho.engines.config import BaseConfig
+from napari_ptycho.engines.base import Snapshot, Timer
+from napari_ptycho.engines.common import PtychoConfig, orthogonalize_modes
 
 NOISE_MODELS = ("gaussian", "poisson")
-BATCHINGS = ("sparse", "random")
 
 
 @dataclass
-class LSQMLConfig(BaseConfig):
+class LSQMLConfig(PtychoConfig):
     """Parameters of :class:`LSQML`.
 
     Parameters
     ----------
     iterations, seed, device, update_every
         See :class:`~napari_ptycho.engines.config.BaseConfig`.
-    probe_modes : int
-        Incoherent probe modes (kept orthogonal).
-    batch_size : int
-        Largest mini-batch; 0 lets the batching decide (all non-overlapping positions).
-    batching : str
-        "sparse" (sets of mutually non-overlapping positions, where the per-position step
-        lengths are exact) or "random" (random chunks of ``batch_size``).
+    probe_modes, update_probe, probe_update_start, probe_init, batch_size,
+    position_refinement, position_refinement_start, position_max_step,
+    orthogonalize_every, subpixel
+        See :class:`~napari_ptycho.engines.common.PtychoConfig`. ``batch_size`` 0 (default)
+        uses sets of mutually non-overlapping positions, where the per-position step lengths
+        are exact; k > 0 uses random chunks of k positions.
     noise_model : str
         "gaussian" (amplitude least squares) or "poisson" (photon-counting likelihood).
-    update_probe : bool
-        Retrieve the probe (False keeps the initial probe).
-    probe_start : int
-        First iteration (1-based) that updates the probe.
     beta_object, beta_probe : float
         Relaxation of the object and probe steps, in (0, 1].
     regularization : float
-        Preconditioner damping relative to the largest illumination / object intensity.
-    position_refinement : bool
-        Refine the scan positions (gradient-based shift of the paper).
-    position_start : int
-        First iteration (1-based) that refines positions.
-    max_position_step : float
-        Largest position change per iteration, in object pixels.
+        Preconditioner damping, relative to the largest illumination (object step) or
+        object intensity (probe step); small values amplify noise at the probe's edges.
     """
 
     iterations: int = 100
-    probe_modes: int = 1
-    batch_size: int = 0
-    batching: str = "sparse"
     noise_model: str = "gaussian"
-    update_probe: bool = True
-    probe_start: int = 1
     beta_object: float = 0.9
     beta_probe: float = 0.9
     regularization: float = 0.1
-    position_refinement: bool = False
-    position_start: int = 10
-    max_position_step: float = 0.5
 
     def validate(self) -> None:
         """Refuse impossible values before a run starts (raises ValueError)."""
         super().validate()
-        pc.check_int(self, "probe_modes", 1, 16)
-        pc.check_int(self, "batch_size", 0)
-        pc.check_int(self, "probe_start", 1)
-        pc.check_int(self, "position_start", 1)
         pc.check_choice(self, "noise_model", NOISE_MODELS)
-        pc.check_choice(self, "batching", BATCHINGS)
         for name in ("beta_object", "beta_probe"):
             pc.check_float(self, name, 0.0, 1.0, low_open=True)
         pc.check_float(self, "regularization", 0.0, 1.0)
-        pc.check_float(self, "max_position_step", 0.0, 10.0, low_open=True)
 
 
 class LSQML:
@@ -109,76 +83,70 @@ class LSQML:
         """Yield snapshots while reconstructing ``data`` (a PtychoData) with ``config``."""
         import torch
 
+        if not isinstance(config, LSQMLConfig):
+            raise ValueError(f"config must be an LSQMLConfig (got {type(config).__name__})")
         config.validate()
-        state = pc.prepare(data, config, init)
+        problem = pc.prepare(data, config, init)
         timer = Timer()
         gen = np.random.default_rng(config.seed)
-        errors: list[float] = list(init.errors) if init is not None else []
-        for it in range(1, config.iterations + 1):
-            update_probe = config.update_probe and it >= config.probe_start
-            refine = config.position_refinement and it >= config.position_start
-            batches = pc.make_batches(state, config.batching, config.batch_size, gen)
-            total = torch.zeros((), dtype=torch.float64, device=state.device)
-            shifts = torch.zeros_like(state.positions) if refine else None
-            for idx in batches:
-                total += self._batch(state, config, idx, update_probe, shifts)
+        errors = list(problem.start_errors)
+        start = problem.start_iteration
+        total_its = start + config.iterations
+        for it in range(start + 1, total_its + 1):
+            update_probe = config.update_probe and it > config.probe_update_start
+            refine = config.position_refinement and it > config.position_refinement_start
+            total = torch.zeros((), dtype=torch.float32, device=problem.device)
+            shifts = torch.zeros_like(problem.windows.positions) if refine else None
+            for idx in pc.make_batches(problem, config.batch_size, gen):
+                total += self._batch(problem, config, idx, update_probe, shifts)
             if refine:
-                pc.apply_position_shifts(state, shifts, config.max_position_step)
-            if state.probe.shape[0] > 1 and update_probe:
-                state.probe = pc.orthogonalize_modes(state.probe)
-            err = float(total) / state.norm
-            pc.check_finite(state, err, it, self.name)
+                pc.apply_position_shifts(problem, shifts, config.position_max_step)
+            if (problem.probe.shape[0] > 1 and update_probe
+                    and it % config.orthogonalize_every == 0):
+                problem.probe = orthogonalize_modes(problem.probe)[0]
+            err = float(total) / problem.total_intensity
+            pc.check_finite(problem, err, it, self.name)
             errors.append(err)
-            if it % config.update_every == 0 or it == config.iterations:
-                yield pc.snapshot(state, it, config.iterations, errors, timer(), self.name,
-                                  done=it == config.iterations)
+            if it % config.update_every == 0 or it == total_its:
+                snap = problem.snapshot(it, total_its, errors, timer(), self.name,
+                                        done=it == total_its)
+                snap.extras["error_metric"] = "sum (|model| - sqrt(I))^2 / sum I"
+                yield snap
 
     @staticmethod
-    def _batch(state: pc.State, config: LSQMLConfig, idx: Any, update_probe: bool,
+    def _batch(problem: Any, config: LSQMLConfig, idx: Any, update_probe: bool,
                shifts: Any) -> Any:
         """One LSQ-ML update over the positions ``idx``; returns the batch's error sum."""
         import torch
 
-        from napari_ptycho.physics.ptycho import (
-            extract_patches,
-            fourier_shift,
-            scatter_patches,
-            shifted_probes,
-            split_positions,
-        )
-
-        obj, probe = state.obj, state.probe
-        shape = tuple(probe.shape[-2:])
-        corners, frac = split_positions(state.positions[idx])
-        has_frac = bool(torch.any(frac != 0))
-        patches = extract_patches(obj, corners, shape)  # (B, h, w)
-        probes = shifted_probes(probe, frac)  # (B, M, h, w)
-        psi = probes * patches[:, None]
-        far = state.prop.forward(psi)
-        chi_far, err = pc.detector_update(far, state.intensity[idx], state.mask,
+        win, det = problem.windows, problem.detector
+        obj, probe = problem.obj, problem.probe
+        n = len(idx)
+        patches = win.gather(obj, idx)  # (B, h, w)
+        probes = win.probes(probe, idx)  # (B or 1, M, h, w)
+        far = det.forward(probes * patches[:, None])
+        chi_far, err = pc.detector_update(far, problem.amplitudes[idx], problem.mask,
                                           config.noise_model)
-        chi = state.prop.backward(chi_far)  # (B, M, h, w)
+        chi = det.backward(chi_far)  # (B, M, h, w)
 
-        # object direction, preconditioned by the batch illumination
-        illum = (probes.real ** 2 + probes.imag ** 2).sum(1)
+        # object direction, preconditioned by the batch's illumination
+        illum = torch.view_as_real(probes).square().sum(dim=(1, -1)).expand(n, -1, -1)
         num_o = (chi * probes.conj()).sum(1)
-        den_o = scatter_patches(illum.to(obj.dtype), corners, tuple(obj.shape)).real
-        den_o = den_o + config.regularization * den_o.max() + 1e-12
-        d_obj = extract_patches(scatter_patches(num_o, corners, tuple(obj.shape)) / den_o,
-                                corners, shape)
-        a = d_obj[:, None] * probes
-        aa = (a.real ** 2 + a.imag ** 2).sum((1, 2, 3))
+        den_o = torch.zeros(obj.shape, dtype=illum.dtype, device=obj.device)
+        win.scatter_add(den_o, illum.contiguous(), idx)
+        den_o += config.regularization * den_o.max() + 1e-12
+        acc = torch.zeros_like(obj)
+        win.scatter_add(acc, num_o, idx)
+        a = win.gather(acc / den_o, idx)[:, None] * probes
+        aa = torch.view_as_real(a).square().sum(dim=(1, 2, 3, 4))
         ac = (a.conj() * chi).real.sum((1, 2, 3))
 
         if update_probe:
-            obj_int = patches.real ** 2 + patches.imag ** 2
-            num_p = chi * patches.conj()[:, None]
-            if has_frac:  # gradient lives in the shifted frame: shift it back
-                num_p = fourier_shift(num_p, -frac[:, None, :])
-            den_p = obj_int.sum(0)
-            d_probe = num_p.sum(0) / (den_p + config.regularization * den_p.max() + 1e-12)
-            b = shifted_probes(d_probe, frac) * patches[:, None]
-            bb = (b.real ** 2 + b.imag ** 2).sum((1, 2, 3))
+            num_p = win.unshift(chi * patches.conj()[:, None], idx).sum(0)
+            den_p = torch.view_as_real(patches).square().sum(dim=(0, -1))
+            d_probe = num_p / (den_p + config.regularization * den_p.max() + 1e-12)
+            b = win.probes(d_probe, idx) * patches[:, None]
+            bb = torch.view_as_real(b).square().sum(dim=(1, 2, 3, 4))
             ab = (a.conj() * b).real.sum((1, 2, 3))
             bc = (b.conj() * chi).real.sum((1, 2, 3))
             alpha_o, alpha_p = pc.solve_steps(aa, ab, bb, ac, bc)
@@ -186,11 +154,11 @@ class LSQML:
             alpha_o = torch.clamp(ac / (aa + 1e-12 * aa.max() + 1e-30), 0.0, 1.0)
 
         if shifts is not None:
-            shifts[idx] = pc.position_gradient_shift(probes, patches, chi)
-
-        weighted = num_o * alpha_o[:, None, None].to(num_o.dtype)
-        step = scatter_patches(weighted, corners, tuple(obj.shape)) / den_o
-        state.obj = obj + config.beta_object * step
+            shifts[idx] = pc.position_gradient_shift(probes.expand(n, -1, -1, -1), patches,
+                                                     chi)
+        acc.zero_()
+        win.scatter_add(acc, num_o * alpha_o[:, None, None], idx)
+        problem.obj = obj + config.beta_object * (acc / den_o)
         if update_probe:
-            state.probe = probe + config.beta_probe * alpha_p.mean().to(probe.dtype) * d_probe
+            problem.probe = probe + (config.beta_probe * alpha_p.mean()) * d_probe
         return err
