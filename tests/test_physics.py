@@ -18,6 +18,7 @@ from napari_ptycho.physics.bragg import (
 )
 from napari_ptycho.physics.crystals import (
     FACET_FAMILIES,
+    facet_count,
     make_crystal,
     random_polyhedron,
 )
@@ -200,6 +201,15 @@ def test_crystal_fits_box_at_requested_oversampling(size, oversampling):
     assert min(info["oversampling"]) >= oversampling
     occupied = np.argwhere(np.abs(crystal) > 0)
     assert (occupied.max(axis=0) - occupied.min(axis=0) + 1).max() <= size / oversampling
+
+
+def test_facet_count_of_make_crystal_info_is_between_4_and_20_and_bad_input_rejected():
+    for seed in range(4):
+        _, info = make_crystal(16, seed=seed)
+        assert facet_count(info) == info["facets"]
+        assert 4 <= info["facets"] <= 20
+    with pytest.raises(ValueError, match="Polyhedron"):
+        facet_count({"normals": []})
 
 
 def test_unstrained_crystal_is_real_and_strained_spans_phase_range():

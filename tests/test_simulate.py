@@ -162,6 +162,17 @@ def test_same_seed_reproduces_and_other_seed_differs():
     assert not np.array_equal(a.positions, c.positions)
 
 
+def test_position_error_perturbs_recorded_positions_but_not_the_data():
+    exact = simulate_ptycho(noise="none", **SMALL)
+    data = simulate_ptycho(noise="none", position_error=1.5, **SMALL)
+    true = np.asarray(data.metadata["true_positions"])
+    np.testing.assert_array_equal(true, exact.positions)
+    np.testing.assert_array_equal(data.diffraction, exact.diffraction)
+    errors = data.positions - true
+    assert 0.8 < errors.std() < 2.0
+    assert data.positions.min() >= 1 and data.positions.max() <= 64 - 32 - 1
+
+
 def test_user_object_array_is_used_as_truth():
     obj = make_object("grf", 72, seed=3)
     data = simulate_ptycho(object_array=obj, probe_size=32, noise="none")
@@ -178,6 +189,7 @@ def test_user_object_array_is_used_as_truth():
     ({"photons_mode": "mean"}, "photons_mode"), ({"alpha": 0.0}, "alpha"),
     ({"sigma": -1.0}, "sigma"), ({"detector_size": 16}, "detector_size"),
     ({"object_array": np.ones((4, 4, 4))}, "object_array"),
+    ({"position_error": -1.0}, "position_error"), ({"jitter": -1.0}, "jitter"),
 ])
 def test_bad_simulate_ptycho_input_raises_value_error_naming_it(kwargs, word):
     with pytest.raises(ValueError, match=word):

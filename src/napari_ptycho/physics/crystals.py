@@ -72,6 +72,18 @@ class Polyhedron:
         return (self.vertices() @ directions.T).max(axis=0)
 
 
+def facet_count(crystal: Polyhedron | dict) -> int:
+    """Facet count of a :class:`Polyhedron`, or of the ``info`` dict that
+    :func:`make_crystal` returns (its ``normals`` and ``distances``)."""
+    if isinstance(crystal, Polyhedron):
+        return crystal.facet_count()
+    if isinstance(crystal, dict) and {"normals", "distances"} <= crystal.keys():
+        return Polyhedron(np.asarray(crystal["normals"], dtype=np.float64),
+                          np.asarray(crystal["distances"], dtype=np.float64)).facet_count()
+    raise ValueError("crystal must be a Polyhedron or make_crystal's info dict with "
+                     "'normals' and 'distances'")
+
+
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     from scipy.spatial.transform import Rotation
 

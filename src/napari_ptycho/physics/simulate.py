@@ -58,7 +58,7 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
                     phase_range: tuple[float, float] = (0.0, 1.0),
                     photons_mode: str = "total", alpha: float | None = None,
                     sigma: float | None = None, object_array: np.ndarray | None = None,
-                    margin: int = 1) -> PtychoData:
+                    margin: int = 1, position_error: float = 0.0) -> PtychoData:
     """Simulate a far-field ptychography scan with ground truth.
 
     Parameters
@@ -103,6 +103,11 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         A complex 2D object to use instead of a generated one.
     margin : int
         Pixels kept between every probe window and the object border.
+    position_error : float
+        Standard deviation (pixels) of errors in the *recorded* positions: the data are
+        simulated at the true positions (kept in ``metadata["true_positions"]``) and the
+        returned ``positions`` are those plus Gaussian errors, as a test case for position
+        refinement. 0 (default) records the true positions.
 
     Returns
     -------
@@ -124,6 +129,10 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     probe_size = _check_int("probe_size", probe_size, 4)
     probe_modes = _check_int("probe_modes", probe_modes, 1)
     margin = _check_int("margin", margin, 0)
+    if not (isinstance(position_error, (int, float)) and math.isfinite(position_error)
+            and position_error >= 0):
+        raise ValueError(f"position_error must be a number >= 0 pixels (got "
+                         f"{position_error!r})")
     if not (isinstance(overlap, (int, float)) and 0 < overlap < 1):
         raise ValueError(f"overlap must be in (0, 1) (got {overlap!r})")
     detector_size = probe_size if detector_size is None else _check_int(
@@ -145,7 +154,7 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         raise ValueError(f"probe_size ({probe_size}) plus a {margin} px margin on both sides "
                          f"must be smaller than the object {tuple(obj_shape)}")
 
-    object_seq, scan_seq, noise_seq = np.random.SeedSequence(int(seed)).spawn(3)
+    object_seq, scan_seq, noise_seq, error_seq = np.random.SeedSequence(int(seed)).spawn(4)
     if object_array is None:
         truth_object = make_object(obj_kind, object_size, np.random.default_rng(object_seq),
                                    amplitude_range, phase_range)
@@ -174,6 +183,13 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     truth_probe = (unit_probe * math.sqrt(scale)).astype(np.complex64)
     expected = unit_intensity.astype(np.float64) * scale
     diffraction = add_noise(expected, noise, np.random.default_rng(noise_seq), alpha, sigma)
+    recorded = positions
+    if position_error > 0:
+        # recorded positions stay inside the object too, so engines can start from them
+        low = float(margin)
+        high = np.array(obj_shape, dtype=np.float64) - probe_size - margin
+        errors = np.random.default_rng(error_seq).normal(0.0, position_error, positions.shape)
+        recorded = np.clip(positions + errors, low, high)
 
     params = {
         "object": obj_kind, "object_size": list(obj_shape), "probe_size": probe_size,
@@ -183,7 +199,7 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         "amplitude_range": [float(v) for v in amplitude_range],
         "phase_range": [float(v) for v in phase_range], "alpha": alpha,
         "sigma": sigma if noise in ("gaussian", "mixed") else None,
-        "margin": margin,
+        "margin": margin, "position_error": float(position_error),
     }
     metadata = {
         "name": f"simulated {obj_kind} ({scan}, {int(round(overlap * 100))} % overlap)",
@@ -195,7 +211,9 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         "n_patterns": int(len(positions)),
         "mean_counts_per_pattern": float(diffraction.sum(axis=(1, 2)).mean()),
     }
-    return PtychoData(diffraction=diffraction, positions=positions, geometry=geometry,
+    if position_error > 0:
+        metadata["true_positions"] = positions.tolist()
+    return PtychoData(diffraction=diffraction, positions=recorded, geometry=geometry,
                       probe=truth_probe.copy(), metadata=metadata, truth_object=truth_object,
                       truth_probe=truth_probe, object_shape=tuple(obj_shape))
 
