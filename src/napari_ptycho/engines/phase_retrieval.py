@@ -29,6 +29,7 @@ import numpy as np
 from napari_ptycho.engines.base import EngineError, Snapshot, Timer, select_device
 from napari_ptycho.engines.config import BaseConfig
 from napari_ptycho.engines.recipe import schedule
+from napari_ptycho.physics.bragg import shrink_wrap
 
 #: Smallest and largest accepted volumes (voxels per axis / in total).
 MIN_SIDE = 8
@@ -165,33 +166,6 @@ def validate_intensity(intensity: Any) -> np.ndarray:
                              f"of the array (axis {axis}); centre it first with "
                              "bragg_processing.crop_around_peak")
     return arr
-
-
-def gaussian_filter_fft(volume: Any, sigma: float) -> Any:
-    """Gaussian smoothing of a real 3D tensor by multiplication in Fourier space.
-
-    Circular boundaries, which suit a support that sits well inside an oversampled box.
-    Cost: one real FFT pair, independent of ``sigma`` (a dense 3D convolution is not).
-    """
-    import torch
-
-    spec = torch.fft.rfftn(volume)
-    kernel = None
-    for axis, n in enumerate(volume.shape):
-        f = (torch.fft.rfftfreq(n, device=volume.device) if axis == volume.ndim - 1
-             else torch.fft.fftfreq(n, device=volume.device))
-        g = torch.exp(-2.0 * (math.pi * sigma * f) ** 2)
-        shape = [1] * volume.ndim
-        shape[axis] = -1
-        g = g.reshape(shape)
-        kernel = g if kernel is None else kernel * g
-    return torch.fft.irfftn(spec * kernel, s=volume.shape)
-
-
-def threshold_support(amplitude: Any, sigma: float, threshold: float) -> Any:
-    """Shrink-wrap: smoothed amplitude above ``threshold`` × its maximum (bool tensor)."""
-    smooth = gaussian_filter_fft(amplitude, sigma)
-    return smooth > threshold * smooth.max()
 
 
 class _Problem:
@@ -340,8 +314,7 @@ class PhaseRetrievalEngine:
             if sup is not None:
                 support = torch.as_tensor(np.asarray(sup, bool), device=prob.device)
             else:
-                support = threshold_support(rho.abs(), config.sigma_start,
-                                            config.support_threshold)
+                support = shrink_wrap(rho, config.sigma_start, config.support_threshold)
             rho = rho * support
             # a prediction's scale is arbitrary: match the measured energy (Parseval)
             model = torch.fft.fftn(rho, norm="ortho").abs().square_().mul_(prob.fit).sum()
@@ -381,8 +354,7 @@ class PhaseRetrievalEngine:
             if config.shrinkwrap_every and it % config.shrinkwrap_every == 0 and it < n:
                 frac = it / n
                 sigma = config.sigma_start + (config.sigma_end - config.sigma_start) * frac
-                new = threshold_support((rho * weights.s).abs(), sigma,
-                                        config.support_threshold)
+                new = shrink_wrap(rho * weights.s, sigma, config.support_threshold)
                 if bool(new.any()):
                     weights.set_support(new)
             if it > n - config.average_last:
