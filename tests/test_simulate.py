@@ -190,6 +190,10 @@ def test_user_object_array_is_used_as_truth():
     ({"sigma": -1.0}, "sigma"), ({"detector_size": 16}, "detector_size"),
     ({"object_array": np.ones((4, 4, 4))}, "object_array"),
     ({"position_error": -1.0}, "position_error"), ({"jitter": -1.0}, "jitter"),
+    ({"photons": "many"}, "photons"), ({"overlap": None}, "overlap"),
+    ({"probe_size": 31.5}, "probe_size"), ({"seed": -1}, "seed"), ({"alpha": "x"}, "alpha"),
+    ({"amplitude_range": (1.0, 0.5)}, "amplitude_range"),
+    ({"phase_range": "ab"}, "phase_range"),
 ])
 def test_bad_simulate_ptycho_input_raises_value_error_naming_it(kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -220,7 +224,9 @@ def test_simulate_bragg_poisson_counts_and_unstrained_real_truth():
 
 @pytest.mark.parametrize("kwargs, word", [({"size": 8}, "size"), ({"photons": 0}, "photons"),
                                           ({"oversampling": 1.5}, "oversampling"),
-                                          ({"noise": "pink"}, "noise")])
+                                          ({"noise": "pink"}, "noise"),
+                                          ({"oversampling": "x"}, "oversampling"),
+                                          ({"phase_range": (1.0, 0.0)}, "phase_range")])
 def test_bad_simulate_bragg_input_raises_value_error(kwargs, word):
     with pytest.raises(ValueError, match=word):
         simulate_bragg(**{"size": 32, **kwargs})
@@ -231,3 +237,10 @@ def test_strained_crystal_pattern_breaks_friedel_symmetry():
     flipped = np.roll(np.flip(data.intensity), 1, axis=(0, 1, 2))
     asym = np.abs(data.intensity - flipped).sum() / data.intensity.sum()
     assert asym > 0.05 and math.isfinite(asym)
+
+
+def test_numpy_scalar_parameters_are_accepted():
+    data = simulate_ptycho(overlap=np.float32(0.6), photons=np.int64(1000), seed=np.int64(2),
+                           noise="none", **SMALL)
+    assert data.metadata["simulation"]["seed"] == 2
+    assert data.diffraction.sum(axis=(1, 2)).mean() == pytest.approx(1000, rel=1e-4)

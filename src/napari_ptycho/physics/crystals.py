@@ -149,7 +149,11 @@ def strain_phase(density: np.ndarray, rng: np.random.Generator,
                  phase_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
     """Smooth phase field: random quadratic and cubic polynomial in coordinates normalised
     to the crystal's extent, mapped linearly onto ``phase_range`` over the crystal."""
-    p0, p1 = (float(v) for v in phase_range)
+    try:
+        p0, p1 = (float(v) for v in phase_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"phase_range must be a (min, max) pair of numbers (got "
+                         f"{phase_range!r})") from None
     if not (math.isfinite(p0) and math.isfinite(p1) and p0 < p1):
         raise ValueError(f"phase_range must be finite with min < max (got {phase_range})")
     support = density > 0.5
@@ -195,9 +199,10 @@ def make_crystal(size: int = 64, seed: int | np.random.Generator | None = 0,
         ``facets`` (count), ``base_shape``, ``oversampling`` (actual, per axis),
         ``normals``, ``distances`` (lists, JSON-friendly).
     """
-    if isinstance(size, bool) or int(size) != size or size < 16:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"size must be an integer >= 16 (got {size!r})")
-    if not (math.isfinite(oversampling) and oversampling >= 2):
+    if not (isinstance(oversampling, (int, float, np.number)) and math.isfinite(oversampling)
+            and oversampling >= 2):
         raise ValueError(f"oversampling must be >= 2 (got {oversampling!r})")
     size = int(size)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

@@ -13,6 +13,7 @@ Every result is clipped at 0 (detectors do not count negative photons).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -42,7 +43,8 @@ def check_alpha(alpha: float | None) -> float | None:
     """Validate PtyINR's photon level α (> 0, finite) and return it as float or None."""
     if alpha is None:
         return None
-    if isinstance(alpha, bool) or not (math.isfinite(alpha) and alpha > 0):
+    if (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
+            or not (math.isfinite(alpha) and alpha > 0)):
         raise ValueError(f"alpha (photons at the brightest pixel) must be a positive finite "
                          f"number (got {alpha!r})")
     return float(alpha)
@@ -52,7 +54,8 @@ def check_sigma(sigma: float | None) -> float:
     """Validate the Gaussian noise σ (>= 0, finite); ``None`` gives DEFAULT_SIGMA."""
     if sigma is None:
         return DEFAULT_SIGMA
-    if isinstance(sigma, bool) or not (math.isfinite(sigma) and sigma >= 0):
+    if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real)
+            or not (math.isfinite(sigma) and sigma >= 0)):
         raise ValueError(f"sigma (Gaussian noise standard deviation) must be a finite number "
                          f">= 0 (got {sigma!r})")
     return float(sigma)

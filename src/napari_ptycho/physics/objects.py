@@ -28,6 +28,18 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo)
 
 
+def _pair(name: str, value: object) -> tuple[float, float]:
+    """A ``(min, max)`` pair of finite floats, or a ValueError naming ``name``."""
+    try:
+        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (min, max) pair of numbers (got {value!r})"
+                         ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be finite (got {value!r})")
+    return lo, hi
+
+
 def siemens_star(size: int, spokes: int = 16, radius: float = 0.45,
                  rotation: float = 0.0, supersample: int = 4) -> np.ndarray:
     """Siemens star thickness map in [0, 1], anti-aliased by supersampling.
@@ -153,15 +165,15 @@ def make_object(kind: str = "siemens", size: int = 128, seed: int | np.random.Ge
     """
     if kind not in OBJECT_KINDS:
         raise ValueError(f"object kind {kind!r} is unknown; choose one of {OBJECT_KINDS}")
-    if int(size) != size or size < 8:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"object size must be an integer >= 8 (got {size})")
     size = int(size)
-    a0, a1 = (float(v) for v in amplitude_range)
-    if not (0 <= a0 <= a1 and math.isfinite(a1)):
+    a0, a1 = _pair("amplitude_range", amplitude_range)
+    if not 0 <= a0 <= a1:
         raise ValueError(f"amplitude_range must satisfy 0 <= min <= max (got {amplitude_range})")
-    p0, p1 = (float(v) for v in phase_range)
-    if not (p0 <= p1 and math.isfinite(p0) and math.isfinite(p1)):
-        raise ValueError(f"phase_range must be finite with min <= max (got {phase_range})")
+    p0, p1 = _pair("phase_range", phase_range)
+    if not p0 <= p1:
+        raise ValueError(f"phase_range must satisfy min <= max (got {phase_range})")
     rng = _rng(seed)
     makers: dict[str, Callable[[], np.ndarray]] = {
         "siemens": lambda: siemens_star(size, rotation=rng.uniform(0, 2 * math.pi)),

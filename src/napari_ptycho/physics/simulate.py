@@ -9,6 +9,7 @@ agree on every convention (see ``docs/conventions.md``).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -32,15 +33,29 @@ PHOTONS_MODES = ("total", "max")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
+    """``value`` as an int >= ``minimum``; ValueError naming ``name`` otherwise."""
+    ok = isinstance(value, (numbers.Integral, numbers.Real)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
     return int(value)
 
 
+def _check_real(name: str, value: Any, low: float, high: float = math.inf,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float in the interval; ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number (got {value!r})")
+    v = float(value)
+    if (v < low or (low_open and v == low)) or (v > high or (high_open and v == high)):
+        interval = (("(" if low_open else "[") + f"{low:g}, {high:g}"
+                    + (")" if high_open or high == math.inf else "]"))
+        raise ValueError(f"{name} must be in {interval} (got {value!r})")
+    return v
+
+
 def _check_photons(photons: Any) -> float:
-    if isinstance(photons, bool) or not (math.isfinite(photons) and photons > 0):
-        raise ValueError(f"photons must be a positive finite number (got {photons!r})")
-    return float(photons)
+    return _check_real("photons", photons, 0.0, low_open=True)
 
 
 def _check_kind(name: str, value: Any, kinds: tuple[str, ...]) -> str:
@@ -129,12 +144,10 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     probe_size = _check_int("probe_size", probe_size, 4)
     probe_modes = _check_int("probe_modes", probe_modes, 1)
     margin = _check_int("margin", margin, 0)
-    if not (isinstance(position_error, (int, float)) and math.isfinite(position_error)
-            and position_error >= 0):
-        raise ValueError(f"position_error must be a number >= 0 pixels (got "
-                         f"{position_error!r})")
-    if not (isinstance(overlap, (int, float)) and 0 < overlap < 1):
-        raise ValueError(f"overlap must be in (0, 1) (got {overlap!r})")
+    position_error = _check_real("position_error", position_error, 0.0)
+    jitter = _check_real("jitter", jitter, 0.0)
+    overlap = _check_real("overlap", overlap, 0.0, 1.0, low_open=True, high_open=True)
+    seed = _check_int("seed", seed, 0)
     detector_size = probe_size if detector_size is None else _check_int(
         "detector_size", detector_size, 2)
     if detector_size < probe_size:
@@ -169,7 +182,7 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     diameter = probe_fwhm(unit_probe)
     step = step_for_overlap(overlap, diameter)
     positions = make_scan(scan, obj_shape, (probe_size, probe_size), step, margin=margin,
-                          jitter=float(jitter), rng=np.random.default_rng(scan_seq))
+                          jitter=jitter, rng=np.random.default_rng(scan_seq))
     if len(positions) < 2:
         raise ValueError(f"only {len(positions)} scan position fits: enlarge object_size or "
                          f"lower the overlap ({overlap})")
@@ -255,14 +268,12 @@ def simulate_bragg(size: int = 64, seed: int = 0, photons: float = 1e8,
     from napari_ptycho.physics.bragg import bragg_intensity
     from napari_ptycho.physics.crystals import make_crystal
 
-    if isinstance(size, bool) or int(size) != size or size < 16:
-        raise ValueError(f"size must be an integer >= 16 (got {size!r})")
+    size = _check_int("size", size, 16)
+    seed = _check_int("seed", seed, 0)
     photons = _check_photons(photons)
     noise = _check_kind("noise", noise, NOISE_KINDS)
     alpha, sigma = check_alpha(alpha), check_sigma(sigma)
-    if not (isinstance(oversampling, (int, float)) and math.isfinite(oversampling)
-            and oversampling >= 2):
-        raise ValueError(f"oversampling must be a number >= 2 (got {oversampling!r})")
+    oversampling = _check_real("oversampling", oversampling, 2.0)
     crystal_seq, noise_seq = np.random.SeedSequence(int(seed)).spawn(2)
     crystal, info = make_crystal(int(size), np.random.default_rng(crystal_seq),
                                  float(oversampling), bool(strained), phase_range,
