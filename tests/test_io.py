@@ -315,3 +315,30 @@ def test_load_and_save_name_bad_arguments(tmp_path):
         save(small_scan(), tmp_path / "x.tif")
     with pytest.raises(FileFormatError):
         load_result(save(small_scan(), tmp_path / "scan.cxi"))
+
+
+def test_reader_turns_result_and_bragg_files_into_layers(tmp_path):
+    from napari_ptycho._reader import read_layers
+
+    obj = np.exp(1j * np.linspace(0, 1, 64)).reshape(8, 8).astype(np.complex64)
+    res = Result(iteration=1, total=1, object=obj, probe=obj[None, :4, :4], method="rpie",
+                 parameters={"object_pixel_size": 5e-8})
+    layers = read_layers(str(save(res, tmp_path / "res.h5")))
+    assert [ld[1]["name"] for ld in layers] == ["res object amplitude", "res object phase",
+                                                "res probe amplitude"]
+    np.testing.assert_allclose(layers[1][0], np.angle(obj), atol=1e-6)
+    assert layers[0][1]["scale"] == (pytest.approx(0.05),) * 2
+    vol = np.random.default_rng(0).poisson(3, size=(6, 6, 6)).astype(np.float32)
+    path = save(BraggData(vol, Geometry()), tmp_path / "vol.h5")
+    (data, meta, kind), = read_layers(str(path))
+    assert kind == "image" and isinstance(meta["metadata"]["bragg_data"], BraggData)
+    np.testing.assert_allclose(np.asarray(data), np.log10(1 + vol), rtol=1e-6)
+
+
+def test_generic_hdf5_volume_opens_as_bragg_when_asked(tmp_path):
+    vol = np.random.default_rng(0).poisson(3, size=(8, 10, 12)).astype(np.uint16)
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["entry/data/data"] = vol
+    data = load(tmp_path / "v.h5", kind="bragg")
+    assert isinstance(data, BraggData) and data.shape == (8, 10, 12)
+    np.testing.assert_array_equal(np.asarray(data.intensity), vol)

@@ -21,8 +21,8 @@ MAX_FRAME_SIDE = 16384
 MAX_PATTERNS = 10_000_000
 #: Positions margin (object pixels) left free above/left of the first probe window.
 DEFAULT_MARGIN = 4
-#: Target size of one dask chunk of a lazy diffraction stack.
-CHUNK_BYTES = 64 * 2**20
+#: Target size of one dask chunk: small, so showing one slice reads about one frame.
+CHUNK_BYTES = 4 * 2**20
 
 
 class FileFormatError(ValueError):

@@ -112,14 +112,24 @@ def read_geometry_fields(path: Any, h5: Any) -> dict[str, float]:
     return out
 
 
-def median_step(points: np.ndarray) -> float:
-    """Median distance from each scan point to its nearest neighbour."""
-    from scipy.spatial import cKDTree
+def median_step(points: np.ndarray, sample: int = 64, block: int = 16384) -> float:
+    """Median distance from scan points to their nearest neighbour.
 
-    if len(points) < 2:
+    Brute force for at most ``sample`` evenly picked query points against all points, in
+    blocks (a few MB at most): exact for small scans, a close estimate for large ones,
+    and no scipy import on the open path.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if len(pts) < 2:
         return 0.0
-    dist, _ = cKDTree(points).query(points, k=2)
-    return float(np.median(dist[:, 1]))
+    query = pts[np.linspace(0, len(pts) - 1, min(sample, len(pts))).astype(int)]
+    nearest = np.full(len(query), np.inf)
+    for start in range(0, len(pts), block):
+        d = np.sqrt(((query[:, None, :] - pts[None, start:start + block, :]) ** 2).sum(-1))
+        d[d == 0] = np.inf  # the point itself (and exact duplicates)
+        nearest = np.minimum(nearest, d.min(axis=1))
+    nearest = nearest[np.isfinite(nearest)]
+    return float(np.median(nearest)) if nearest.size else 0.0
 
 
 def looks_near_field(fields: dict[str, float], translations: np.ndarray,
@@ -276,7 +286,6 @@ def _read_open(path: Any, h5: Any, near_field: bool | None,
             raise c.fail(path, "cannot convert translations to pixels: energy, distance or "
                          "detector pixel size is missing (pass pixel_size=)")
         positions = c.positions_to_margin(-translations[:, [1, 0]] / dx, margin)
-        meta["translation_m"] = translations.tolist() if n <= 100_000 else None
     else:
         raise c.fail(path, f"no scan positions ({TRANSLATION} is missing)")
     probe = ours.get("probe")
