@@ -69,6 +69,18 @@ def test_focused_probe_has_rings_and_curved_phase():
     assert inner > 0.95
 
 
+def test_far_field_of_focused_probe_through_empty_object_is_the_lens_pupil():
+    # a focused beam's far field images the lens aperture: a bright disk, here an annulus
+    probe = focused_probe(64, central_stop=0.4)
+    pattern = forward_intensity(np.ones((80, 80), np.complex64), probe, np.array([[8.0, 8.0]]))
+    pattern = pattern[0] / pattern.max()
+    assert pattern[32, 32] < 0.05  # the central stop darkens the middle
+    radial = pattern[32, 32:]
+    bright = np.nonzero(radial > 0.5)[0]
+    assert bright.size and bright.min() > 2 and bright.max() < 16
+    assert pattern[32, 32 + bright.max() + 4] < 0.05  # nothing outside the aperture
+
+
 def test_incoherent_modes_are_orthogonal_with_decreasing_power():
     modes = add_incoherent_modes(focused_probe(32), 4)
     gram = np.einsum("aij,bij->ab", modes.conj(), modes)
@@ -85,6 +97,8 @@ def test_bad_probe_arguments_raise_value_error():
         make_probe("gaussian", 32, modes=0)
     with pytest.raises(ValueError, match="fwhm"):
         gaussian_probe(32, fwhm=40)
+    with pytest.raises(ValueError, match="central_stop"):
+        focused_probe(32, central_stop=1.0)
 
 
 # --- scans and overlap ------------------------------------------------------------------

@@ -33,7 +33,7 @@ def _check_fwhm(fwhm: float, size: int) -> float:
 
 def focused_probe(size: int, focus_fwhm: float | None = None, defocus: float | None = None,
                   wavelength: float = 1.5498e-10, pixel_size: float = 6.46e-8,
-                  pad: int = 4) -> np.ndarray:
+                  pad: int = 4, central_stop: float = 0.0) -> np.ndarray:
     """Probe of a circular lens aperture (zone plate) focused and then defocused.
 
     The aperture's far field (an Airy pattern) is formed with an FFT on a grid ``pad``
@@ -58,6 +58,9 @@ def focused_probe(size: int, focus_fwhm: float | None = None, defocus: float | N
         Sample-plane pixel size in metres.
     pad : int
         Oversize factor of the computation grid (>= 1).
+    central_stop : float
+        Radius of an opaque central stop as a fraction of the aperture radius, in [0, 1)
+        (zone plates carry one to block the zero order); it strengthens the rings.
 
     Returns
     -------
@@ -72,6 +75,8 @@ def focused_probe(size: int, focus_fwhm: float | None = None, defocus: float | N
     fwhm = _check_fwhm(focus_fwhm if focus_fwhm is not None else size / 16, size)
     if int(pad) != pad or pad < 1:
         raise ValueError(f"pad must be an integer >= 1 (got {pad})")
+    if not (math.isfinite(central_stop) and 0 <= central_stop < 1):
+        raise ValueError(f"central_stop must be in [0, 1) (got {central_stop})")
     for name, v in (("wavelength", wavelength), ("pixel_size", pixel_size)):
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive finite number (got {v})")
@@ -85,7 +90,8 @@ def focused_probe(size: int, focus_fwhm: float | None = None, defocus: float | N
     f = np.fft.fftfreq(m) * m  # pupil pixel coordinates, DC at index 0
     yy = f[:, None, None, None] + sub[None, None, :, None]
     xx = f[None, :, None, None] + sub[None, None, None, :]
-    pupil = (yy ** 2 + xx ** 2 <= radius ** 2).mean(axis=(2, 3))
+    r2 = yy ** 2 + xx ** 2
+    pupil = ((r2 <= radius ** 2) & (r2 >= (central_stop * radius) ** 2)).mean(axis=(2, 3))
     focus = np.fft.fftshift(np.fft.ifft2(pupil, norm="ortho"))
     if defocus is None:
         na_over_lambda = radius / (m * pixel_size)
