@@ -46,12 +46,14 @@ def test_bad_recipe_is_refused_with_the_recipe_named(bad: str) -> None:
         parse_recipe(bad)
 
 
-@pytest.mark.parametrize("method,iters", [("er", 150), ("hio", 200), ("raar_3d", 200),
-                                          ("er_hio", 200)])
-def test_engine_reduces_chi2_and_recovers_the_crystal(crystal, method: str, iters: int
-                                                      ) -> None:
+@pytest.mark.parametrize("method,iters,recipe", [("er", 100, "ER"), ("hio", 100, "80HIO+20ER"),
+                                                 ("raar_3d", 100, "80RAAR+20ER"),
+                                                 ("er_hio", 200, "(20ER+160HIO+20ER)*3")])
+def test_engine_reduces_chi2_and_recovers_the_crystal(crystal, method: str, iters: int,
+                                                      recipe: str) -> None:
     truth, data = crystal
-    snaps = list(stream(data, method, iterations=iters, update_every=50, device="cpu"))
+    snaps = list(stream(data, method, iterations=iters, update_every=50, recipe=recipe,
+                        device="cpu"))
     final = snaps[-1]
     assert final.done and final.iteration == iters and len(final.errors) == iters
     assert final.errors[-1] < 0.05 * final.errors[0]
@@ -112,8 +114,8 @@ def test_init_from_a_prediction_with_its_support_stays_converged(crystal) -> Non
 
 def test_averaging_the_last_iterates_keeps_the_fit(crystal) -> None:
     _, data = crystal
-    plain = reconstruct(data, "er", iterations=120, update_every=120, device="cpu")
-    avg = reconstruct(data, "er", iterations=120, update_every=120, average_last=20,
+    plain = reconstruct(data, "er", iterations=60, update_every=60, device="cpu")
+    avg = reconstruct(data, "er", iterations=60, update_every=60, average_last=10,
                       device="cpu")
     assert avg.extras["chi2"] < 1.5 * plain.extras["chi2"] + 1e-4
 

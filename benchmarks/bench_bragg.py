@@ -1,0 +1,263 @@
+"""3D Bragg CDI classic phase retrieval: speed against the FFT floor and cohere-core, and χ².
+
+Measures, in one run on one machine:
+
+* the floor: one ``fftn`` + ``ifftn`` pair on a complex64 64³ volume;
+* ER and HIO with shrink-wrap (every 20 iterations, our default; and every iteration, as
+  cohere's example configurations do), seconds per iteration;
+* cohere-core (torch backend) ER and HIO with its Gaussian shrink-wrap on the same volume,
+  through ``benchmarks/_cohere_side.py`` run by ``--cohere-python`` (cohere-core lives in
+  its own venv, never in napari-ptycho's dependencies);
+* χ² (and the free Poisson LLK) of the 600-iteration ER/HIO baseline on simulated crystals,
+  with the truth comparison of ``napari_ptycho.metrics.evaluate``;
+* χ² of every 3D method on the real ``bcdi_3dcdinn_64/ft_crop_64.tif`` and a PNG of the
+  isosurface coloured by phase.
+
+The shared 2-core machine is oversubscribed, so each timing is the minimum over repeats
+(closest to the unloaded cost) with the median beside it.
+
+Usage: ``python benchmarks/bench_bragg.py [--cohere-python /tmp/coh/bin/python]
+[--crystals 3] [--threads 2] [--skip-fidelity] [--png docs/images/bragg_isosurface.png]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "bcdi_3dcdinn_64"
+
+
+def _min_median(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values)}
+
+
+def time_floor(n: int, repeats: int) -> dict[str, float]:
+    """One fftn + ifftn pair on a complex64 n³ volume, seconds."""
+    x = torch.randn(n, n, n, dtype=torch.complex64)
+    torch.fft.ifftn(torch.fft.fftn(x, norm="ortho"), norm="ortho")
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.fft.ifftn(torch.fft.fftn(x, norm="ortho"), norm="ortho")
+        out.append(time.perf_counter() - t)
+    return _min_median(out)
+
+
+def time_engine(data, method: str, iterations: int, repeats: int, **kw) -> dict[str, float]:
+    """Seconds per iteration of a whole run (set-up and the one final snapshot included)."""
+    from napari_ptycho.engines import reconstruct
+
+    reconstruct(data, method, iterations=5, update_every=5, device="cpu", **kw)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        reconstruct(data, method, iterations=iterations, update_every=iterations,
+                    device="cpu", **kw)
+        out.append((time.perf_counter() - t) / iterations)
+    return _min_median(out)
+
+
+def time_cohere(python: str, amplitude: np.ndarray, sequence: str, every: int, threads: int,
+                repeats: int) -> dict[str, float] | None:
+    """cohere-core seconds per iteration via the side script, or None if unavailable."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "amplitude.npy")
+        np.save(path, amplitude.astype(np.float32))
+        out = []
+        for _ in range(repeats):
+            proc = subprocess.run([python, str(ROOT / "benchmarks" / "_cohere_side.py"), path,
+                                   sequence, str(every), str(threads)],
+                                  capture_output=True, text=True, timeout=1800)
+            if proc.returncode != 0:
+                print(f"cohere-core run failed: {proc.stderr[-500:]}", file=sys.stderr)
+                return None
+            out.append(json.loads(proc.stdout.strip().splitlines()[-1])["ms_per_iteration"]
+                       / 1e3)
+    return _min_median(out)
+
+
+def fit_scores(data, result) -> dict[str, float]:
+    """χ² over every valid voxel (held-out ones included) by the shared metrics module."""
+    from napari_ptycho.metrics import chi2
+    from napari_ptycho.physics.bragg import bragg_intensity
+
+    model = np.asarray(bragg_intensity(result.object))
+    return {"chi2_all_voxels": chi2(model, data.intensities(), data.mask),
+            "chi2_fit": result.extras["chi2"], "llk_free": result.extras["llk_free"]}
+
+
+def fidelity_simulated(n_crystals: int, size: int) -> list[dict[str, float]]:
+    """600-iteration ER/HIO on simulated strained crystals (seeds 1000...)."""
+    from napari_ptycho.engines import reconstruct
+    from napari_ptycho.metrics import evaluate
+    from napari_ptycho.physics.simulate import simulate_bragg
+
+    rows = []
+    for seed in range(1000, 1000 + n_crystals):
+        data = simulate_bragg(size=size, seed=seed)
+        t = time.perf_counter()
+        res = reconstruct(data, "er_hio", update_every=600, device="cpu")
+        row = {"seed": seed, "seconds": time.perf_counter() - t, **fit_scores(data, res)}
+        scores = evaluate(res.object, data.truth_object, scale=True, ramp=True)
+        row.update({k: float(scores[k]) for k in ("ssim_amplitude", "nrmse_amplitude",
+                                                   "mae_phase", "twin")})
+        rows.append(row)
+    return rows
+
+
+def fidelity_real(png: Path | None) -> dict[str, dict[str, float]]:
+    """Every 3D method (default Config) on the real 64³ volume; isosurface PNG of er_hio."""
+    import tifffile
+
+    from napari_ptycho.data import BraggData
+    from napari_ptycho.engines import reconstruct
+
+    path = DATA / "ft_crop_64.tif"
+    if not path.exists():
+        print(f"real data not found at {path}; skipped", file=sys.stderr)
+        return {}
+    data = BraggData(tifffile.imread(path).astype(np.float32),
+                     metadata={"name": "3D-CDI-NN example crop"})
+    out = {}
+    for method in ("er", "hio", "raar_3d", "er_hio"):
+        t = time.perf_counter()
+        res = reconstruct(data, method, update_every=10_000, device="cpu")
+        out[method] = {"iterations": res.iteration, "seconds": time.perf_counter() - t,
+                       **fit_scores(data, res)}
+        if method == "er_hio" and png is not None:
+            save_isosurface_png(res.object, res.extras["support"], png)
+    return out
+
+
+def save_isosurface_png(obj: np.ndarray, support: np.ndarray, png: Path) -> None:
+    """Amplitude isosurface coloured by the (ramp-free) phase, matplotlib 3D."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import cm, colors
+
+    from napari_ptycho.bragg_processing import postprocess
+
+    views = postprocess(obj, support, iso_level=0.3)
+    verts, faces, values = views["surface"]
+    face_phase = values[faces].mean(axis=1)
+    norm = colors.Normalize(-np.pi, np.pi)
+    fig = plt.figure(figsize=(6, 5))
+    ax = fig.add_subplot(111, projection="3d")
+    mesh = ax.plot_trisurf(verts[:, 2], verts[:, 1], faces, verts[:, 0], linewidth=0,
+                           antialiased=False)
+    mesh.set_facecolor(cm.twilight_shifted(norm(face_phase)))
+    lo, hi = verts.min(axis=0), verts.max(axis=0)
+    for setter, axis in ((ax.set_xlim, 2), (ax.set_ylim, 1), (ax.set_zlim, 0)):
+        setter(lo[axis], hi[axis])
+    ax.set_box_aspect(tuple(hi[[2, 1, 0]] - lo[[2, 1, 0]]))
+    ax.set_xlabel("x (voxel)")
+    ax.set_ylabel("y (voxel)")
+    ax.set_zlabel("z (voxel)")
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap="twilight_shifted"), ax=ax, shrink=0.6,
+                 label="phase (rad)")
+    ax.set_title("ft_crop_64.tif, 600-iteration ER/HIO: |ρ| = 0.3 max")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def speed(args: argparse.Namespace) -> dict[str, object]:
+    """Per-iteration times on the real 64³ volume (or a simulated one without shared/)."""
+    import tifffile
+
+    from napari_ptycho.data import BraggData
+    from napari_ptycho.physics.simulate import simulate_bragg
+
+    path = DATA / "ft_crop_64.tif"
+    if path.exists():
+        data = BraggData(tifffile.imread(path).astype(np.float32))
+    else:
+        data = simulate_bragg(size=64, seed=0)
+    out: dict[str, object] = {"floor": time_floor(64, 50)}
+    for method, seq in (("er", "{n}*ER"), ("hio", "{n}*HIO")):
+        for every in (20, 1):
+            out[f"{method}_sw{every}"] = time_engine(data, method, args.iterations,
+                                                     args.repeats, recipe=method.upper(),
+                                                     shrinkwrap_every=every)
+            if args.cohere_python:
+                out[f"cohere_{method}_sw{every}"] = time_cohere(
+                    args.cohere_python, np.sqrt(data.intensities()),
+                    seq.format(n=args.cohere_iterations), every, args.threads,
+                    args.cohere_repeats)
+    return out
+
+
+def table(result: dict[str, object]) -> str:
+    sp = result["speed"]
+    floor = sp["floor"]["min"]
+    lines = ["| 64³, per iteration | min (ms) | median (ms) | × floor | × cohere-core |",
+             "|---|---|---|---|---|",
+             f"| fftn + ifftn (floor) | {1e3 * floor:.2f} | "
+             f"{1e3 * sp['floor']['median']:.2f} | 1 | |"]
+    for key, label in (("er_sw20", "ER, shrink-wrap every 20"),
+                       ("er_sw1", "ER, shrink-wrap every iteration"),
+                       ("hio_sw20", "HIO, shrink-wrap every 20"),
+                       ("hio_sw1", "HIO, shrink-wrap every iteration")):
+        for prefix, who in (("", "napari-ptycho"), ("cohere_", "cohere-core")):
+            t = sp.get(prefix + key)
+            if not t:
+                continue
+            coh = sp.get("cohere_" + key)
+            vs = f"{t['min'] / coh['min']:.2f}" if (coh and not prefix) else ""
+            lines.append(f"| {who} {label} | {1e3 * t['min']:.2f} | {1e3 * t['median']:.2f} "
+                         f"| {t['min'] / floor:.1f} | {vs} |")
+    if result.get("simulated"):
+        lines += ["", "| simulated crystal (seed) | χ² fit | χ² all voxels | free LLK | "
+                  "amplitude SSIM | phase MAE (rad) | s |", "|---|---|---|---|---|---|---|"]
+        for r in result["simulated"]:
+            lines.append(f"| {r['seed']} | {r['chi2_fit']:.4g} | {r['chi2_all_voxels']:.4g} "
+                         f"| {r['llk_free']:.3g} | {r['ssim_amplitude']:.3f} "
+                         f"| {r['mae_phase']:.3f} | {r['seconds']:.1f} |")
+    if result.get("real"):
+        lines += ["", "| ft_crop_64.tif, method | iterations | χ² fit | χ² all voxels | "
+                  "free LLK | s |", "|---|---|---|---|---|---|"]
+        for m, r in result["real"].items():
+            lines.append(f"| {m} | {r['iterations']} | {r['chi2_fit']:.4g} | "
+                         f"{r['chi2_all_voxels']:.4g} | {r['llk_free']:.3g} | "
+                         f"{r['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohere-python", default="", help="python of a cohere-core venv")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cohere-iterations", type=int, default=20)
+    parser.add_argument("--cohere-repeats", type=int, default=2)
+    parser.add_argument("--crystals", type=int, default=3)
+    parser.add_argument("--sim-size", type=int, default=64)
+    parser.add_argument("--skip-fidelity", action="store_true")
+    parser.add_argument("--png", default=str(ROOT / "docs" / "images" / "bragg_isosurface.png"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result: dict[str, object] = {"threads": args.threads, "torch": torch.__version__,
+                                 "speed": speed(args)}
+    if not args.skip_fidelity:
+        result["simulated"] = fidelity_simulated(args.crystals, args.sim_size)
+        result["real"] = fidelity_real(Path(args.png) if args.png else None)
+    print(json.dumps(result, indent=1))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
