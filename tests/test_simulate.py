@@ -187,6 +187,29 @@ def test_position_error_perturbs_recorded_positions_but_not_the_data():
     assert data.positions.min() >= 1 and data.positions.max() <= 64 - 32 - 1
 
 
+def test_user_probe_and_positions_are_used_and_rescaled_to_the_photon_count():
+    probe = gaussian_probe(24, fwhm=8.0)[0] * 7.0
+    # PtychoPINN-style grouped grid: 4 px inside 2x2 groups, 12 px between groups
+    base = np.array([[r, c] for r in (0, 4) for c in (0, 4)], dtype=np.float64)
+    positions = np.concatenate([base + [gr, gc] for gr in (2, 14, 26) for gc in (2, 14, 26)])
+    data = simulate_ptycho(probe_array=probe, positions=positions, object_size=64,
+                           noise="none", photons=1e4)
+    np.testing.assert_array_equal(data.positions, positions)
+    assert data.truth_probe.shape == (1, 24, 24)
+    np.testing.assert_allclose(data.truth_probe[0] / data.truth_probe[0, 12, 12],
+                               probe / probe[12, 12], atol=1e-5)
+    assert data.diffraction.sum(axis=(1, 2)).mean() == pytest.approx(1e4, rel=1e-4)
+    assert data.metadata["simulation"]["scan"] == "custom"
+    assert data.metadata["simulation"]["probe"] == "custom"
+
+
+def test_user_positions_outside_the_object_are_rejected():
+    with pytest.raises(ValueError, match="positions"):
+        simulate_ptycho(positions=np.array([[0.0, 0.0], [40.0, 0.0]]), **SMALL)
+    with pytest.raises(ValueError, match="positions"):
+        simulate_ptycho(positions=np.array([0.0, 1.0]), **SMALL)
+
+
 def test_user_object_array_is_used_as_truth():
     obj = make_object("grf", 72, seed=3)
     data = simulate_ptycho(object_array=obj, probe_size=32, noise="none")
@@ -208,6 +231,9 @@ def test_user_object_array_is_used_as_truth():
     ({"probe_size": 31.5}, "probe_size"), ({"seed": -1}, "seed"), ({"alpha": "x"}, "alpha"),
     ({"amplitude_range": (1.0, 0.5)}, "amplitude_range"),
     ({"phase_range": "ab"}, "phase_range"),
+    ({"probe_array": np.zeros((8, 8))}, "probe_array"),
+    ({"probe_array": np.ones((8, 6))}, "probe_array"),
+    ({"object_array": np.full((40, 40), np.nan)}, "object_array"),
 ])
 def test_bad_simulate_ptycho_input_raises_value_error_naming_it(kwargs, word):
     with pytest.raises(ValueError, match=word):

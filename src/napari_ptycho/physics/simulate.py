@@ -9,12 +9,17 @@ agree on every convention (see ``docs/conventions.md``).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from napari_ptycho.data import BraggData, Geometry, PtychoData
+from napari_ptycho.physics._checks import (
+    check_complex_array,
+    check_int,
+    check_kind,
+    check_real,
+)
 from napari_ptycho.physics.noise import NOISE_KINDS, add_noise, check_alpha, check_sigma
 from napari_ptycho.physics.objects import OBJECT_KINDS, make_object
 from napari_ptycho.physics.probes import PROBE_KINDS, make_probe, probe_fwhm
@@ -32,36 +37,33 @@ BRAGG_PIXEL_M = 55e-6
 PHOTONS_MODES = ("total", "max")
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``; ValueError naming ``name`` otherwise."""
-    ok = isinstance(value, (numbers.Integral, numbers.Real)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
-    return int(value)
-
-
-def _check_real(name: str, value: Any, low: float, high: float = math.inf,
-                low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a finite float in the interval; ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number (got {value!r})")
-    v = float(value)
-    if (v < low or (low_open and v == low)) or (v > high or (high_open and v == high)):
-        interval = (("(" if low_open else "[") + f"{low:g}, {high:g}"
-                    + (")" if high_open or high == math.inf else "]"))
-        raise ValueError(f"{name} must be in {interval} (got {value!r})")
-    return v
-
-
 def _check_photons(photons: Any) -> float:
-    return _check_real("photons", photons, 0.0, low_open=True)
+    return check_real("photons", photons, 0.0, low_open=True)
 
 
-def _check_kind(name: str, value: Any, kinds: tuple[str, ...]) -> str:
-    if value not in kinds:
-        raise ValueError(f"{name} {value!r} is unknown; choose one of {kinds}")
-    return str(value)
+def _user_probe(probe_array: Any) -> np.ndarray:
+    """A caller's probe as complex64 (modes, h, w) with unit total power."""
+    p = check_complex_array("probe_array", probe_array, (2, 3))
+    p = p[None] if p.ndim == 2 else p
+    power = float(np.sum(np.abs(p) ** 2))
+    if not power > 0:
+        raise ValueError("probe_array is zero everywhere")
+    return (p / math.sqrt(power)).astype(np.complex64)
+
+
+def _user_positions(positions: Any, obj_shape: tuple[int, int], probe_shape: tuple[int, int]
+                    ) -> np.ndarray:
+    """A caller's scan as float64 (N, 2), every window inside the object."""
+    pos = np.asarray(positions, dtype=np.float64) if np.ndim(positions) == 2 else None
+    if pos is None or pos.shape[1] != 2 or len(pos) < 1:
+        raise ValueError(f"positions must have shape (N, 2); got {np.shape(positions)}")
+    if not np.all(np.isfinite(pos)):
+        raise ValueError("positions contain NaN or infinite values")
+    last = np.floor(pos) + np.array(probe_shape) - 1
+    if pos.min() < 0 or np.any(last > np.array(obj_shape) - 1):
+        raise ValueError(f"positions put probe windows {probe_shape} outside the object "
+                         f"{obj_shape}")
+    return pos
 
 
 def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size: int = 64,
@@ -73,7 +75,9 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
                     phase_range: tuple[float, float] = (0.0, 1.0),
                     photons_mode: str = "total", alpha: float | None = None,
                     sigma: float | None = None, object_array: np.ndarray | None = None,
-                    margin: int = 1, position_error: float = 0.0) -> PtychoData:
+                    margin: int = 1, position_error: float = 0.0,
+                    probe_array: np.ndarray | None = None,
+                    positions: np.ndarray | None = None) -> PtychoData:
     """Simulate a far-field ptychography scan with ground truth.
 
     Parameters
@@ -84,9 +88,11 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     object_size : int
         Object side length in pixels (ignored when ``object_array`` is given).
     probe_size : int
-        Probe window side in pixels; must be smaller than the object.
+        Probe window side in pixels; must be smaller than the object (ignored when
+        ``probe_array`` is given).
     overlap : float
-        Requested overlap ``1 − step / FWHM`` in (0, 1).
+        Requested overlap ``1 − step / FWHM`` in (0, 1) (ignored when ``positions`` is
+        given).
     photons : float
         ``photons_mode="total"``: expected counts per pattern, averaged over the scan.
         ``"max"``: expected counts in the brightest detector pixel of the whole scan.
@@ -104,8 +110,8 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         Detector side (>= probe_size); the exit wave is zero-padded to it. Default
         ``probe_size``.
     jitter : float
-        Standard deviation of random position errors in pixels (applied to the recorded
-        *and* the true positions: the data stay self-consistent).
+        Standard deviation of random deviations from the regular scan in pixels (applied
+        to the recorded *and* the true positions: the data stay self-consistent).
     amplitude_range, phase_range : (float, float)
         Object amplitude and phase (radians) ranges.
     photons_mode : {"total", "max"}
@@ -123,6 +129,12 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         simulated at the true positions (kept in ``metadata["true_positions"]``) and the
         returned ``positions`` are those plus Gaussian errors, as a test case for position
         refinement. 0 (default) records the true positions.
+    probe_array : ndarray, optional
+        A complex probe (h, w) or (modes, h, w) to use instead of a generated one; it is
+        rescaled to the photon count.
+    positions : ndarray, optional
+        Explicit probe-window corners (N, 2) instead of a generated scan (e.g. PtychoPINN's
+        grouped grids); ``overlap``, ``scan`` and ``jitter`` are then ignored.
 
     Returns
     -------
@@ -133,61 +145,68 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     """
     from napari_ptycho.physics.ptycho import forward_intensity
 
-    obj_kind = "custom" if object_array is not None else _check_kind("object", object,
-                                                                     OBJECT_KINDS)
-    probe_kind = _check_kind("probe", probe, PROBE_KINDS)
-    scan = _check_kind("scan", scan, SCAN_KINDS)
-    noise = _check_kind("noise", noise, NOISE_KINDS)
-    photons_mode = _check_kind("photons_mode", photons_mode, PHOTONS_MODES)
+    obj_kind = "custom" if object_array is not None else check_kind("object", object,
+                                                                    OBJECT_KINDS)
+    probe_kind = "custom" if probe_array is not None else check_kind("probe", probe,
+                                                                     PROBE_KINDS)
+    scan = "custom" if positions is not None else check_kind("scan", scan, SCAN_KINDS)
+    noise = check_kind("noise", noise, NOISE_KINDS)
+    photons_mode = check_kind("photons_mode", photons_mode, PHOTONS_MODES)
     photons = _check_photons(photons)
     alpha, sigma = check_alpha(alpha), check_sigma(sigma)
-    probe_size = _check_int("probe_size", probe_size, 4)
-    probe_modes = _check_int("probe_modes", probe_modes, 1)
-    margin = _check_int("margin", margin, 0)
-    position_error = _check_real("position_error", position_error, 0.0)
-    jitter = _check_real("jitter", jitter, 0.0)
-    overlap = _check_real("overlap", overlap, 0.0, 1.0, low_open=True, high_open=True)
-    seed = _check_int("seed", seed, 0)
-    detector_size = probe_size if detector_size is None else _check_int(
+    probe_modes = check_int("probe_modes", probe_modes, 1)
+    margin = check_int("margin", margin, 0)
+    position_error = check_real("position_error", position_error, 0.0)
+    jitter = check_real("jitter", jitter, 0.0)
+    overlap = check_real("overlap", overlap, 0.0, 1.0, low_open=True, high_open=True)
+    seed = check_int("seed", seed, 0)
+    unit_probe = _user_probe(probe_array) if probe_array is not None else None
+    if unit_probe is not None:
+        if unit_probe.shape[-1] != unit_probe.shape[-2]:
+            raise ValueError(f"probe_array must be square; got shape {unit_probe.shape}")
+        probe_size = unit_probe.shape[-1]
+    probe_size = check_int("probe_size", probe_size, 4)
+    detector_size = probe_size if detector_size is None else check_int(
         "detector_size", detector_size, 2)
     if detector_size < probe_size:
         raise ValueError(f"detector_size ({detector_size}) must be >= probe_size "
                          f"({probe_size})")
     if object_array is not None:
-        truth_object = np.asarray(object_array)
-        if truth_object.ndim != 2:
-            raise ValueError(f"object_array must be 2D (H, W); got shape {truth_object.shape}")
-        if not np.all(np.isfinite(truth_object)):
-            raise ValueError("object_array contains NaN or infinite values")
-        truth_object = truth_object.astype(np.complex64)
+        truth_object = check_complex_array("object_array", object_array, (2,))
+        obj_shape = tuple(truth_object.shape)
     else:
-        object_size = _check_int("object_size", object_size, 8)
-    obj_shape = truth_object.shape if object_array is not None else (object_size,) * 2
+        object_size = check_int("object_size", object_size, 8)
+        obj_shape = (object_size, object_size)
     if probe_size + 2 * margin >= min(obj_shape):
         raise ValueError(f"probe_size ({probe_size}) plus a {margin} px margin on both sides "
-                         f"must be smaller than the object {tuple(obj_shape)}")
+                         f"must be smaller than the object {obj_shape}")
 
-    object_seq, scan_seq, noise_seq, error_seq = np.random.SeedSequence(int(seed)).spawn(4)
+    object_seq, scan_seq, noise_seq, error_seq = np.random.SeedSequence(seed).spawn(4)
     if object_array is None:
         truth_object = make_object(obj_kind, object_size, np.random.default_rng(object_seq),
                                    amplitude_range, phase_range)
     geometry = Geometry(energy=PTYCHO_ENERGY_EV, distance=PTYCHO_DISTANCE_M,
                         detector_pixel_size=PTYCHO_PIXEL_M,
                         detector_shape=(detector_size, detector_size))
-    probe_kwargs: dict[str, float] = {}
-    if probe_kind == "focused":
-        probe_kwargs = {"wavelength": geometry.wavelength,
-                        "pixel_size": geometry.object_pixel_size}
-    unit_probe = make_probe(probe_kind, probe_size, probe_modes, **probe_kwargs)
+    if unit_probe is None:
+        probe_kwargs: dict[str, float] = {}
+        if probe_kind == "focused":
+            probe_kwargs = {"wavelength": geometry.wavelength,
+                            "pixel_size": geometry.object_pixel_size}
+        unit_probe = make_probe(probe_kind, probe_size, probe_modes, **probe_kwargs)
     diameter = probe_fwhm(unit_probe)
     step = step_for_overlap(overlap, diameter)
-    positions = make_scan(scan, obj_shape, (probe_size, probe_size), step, margin=margin,
-                          jitter=jitter, rng=np.random.default_rng(scan_seq))
-    if len(positions) < 2:
-        raise ValueError(f"only {len(positions)} scan position fits: enlarge object_size or "
-                         f"lower the overlap ({overlap})")
+    if positions is not None:
+        true_positions = _user_positions(positions, obj_shape, (probe_size, probe_size))
+    else:
+        true_positions = make_scan(scan, obj_shape, (probe_size, probe_size), step,
+                                   margin=margin, jitter=jitter,
+                                   rng=np.random.default_rng(scan_seq))
+        if len(true_positions) < 2:
+            raise ValueError(f"only {len(true_positions)} scan position fits: enlarge "
+                             f"object_size or raise the overlap ({overlap})")
 
-    unit_intensity = forward_intensity(truth_object, unit_probe, positions,
+    unit_intensity = forward_intensity(truth_object, unit_probe, true_positions,
                                        detector_shape=(detector_size, detector_size))
     if photons_mode == "total":
         scale = photons / float(unit_intensity.sum(axis=(1, 2)).mean())
@@ -196,39 +215,43 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
     truth_probe = (unit_probe * math.sqrt(scale)).astype(np.complex64)
     expected = unit_intensity.astype(np.float64) * scale
     diffraction = add_noise(expected, noise, np.random.default_rng(noise_seq), alpha, sigma)
-    recorded = positions
+    recorded = true_positions
     if position_error > 0:
         # recorded positions stay inside the object too, so engines can start from them
-        low = float(margin)
         high = np.array(obj_shape, dtype=np.float64) - probe_size - margin
-        errors = np.random.default_rng(error_seq).normal(0.0, position_error, positions.shape)
-        recorded = np.clip(positions + errors, low, high)
+        errors = np.random.default_rng(error_seq).normal(0.0, position_error,
+                                                         true_positions.shape)
+        recorded = np.clip(true_positions + errors, float(margin), high)
 
     params = {
         "object": obj_kind, "object_size": list(obj_shape), "probe_size": probe_size,
-        "overlap": float(overlap), "photons": photons, "photons_mode": photons_mode,
-        "noise": noise, "scan": scan, "seed": int(seed), "probe": probe_kind,
-        "probe_modes": probe_modes, "detector_size": detector_size, "jitter": float(jitter),
+        "overlap": overlap if positions is None else None, "photons": photons,
+        "photons_mode": photons_mode, "noise": noise, "scan": scan, "seed": seed,
+        "probe": probe_kind, "probe_modes": int(truth_probe.shape[0]),
+        "detector_size": detector_size, "jitter": jitter if positions is None else 0.0,
         "amplitude_range": [float(v) for v in amplitude_range],
         "phase_range": [float(v) for v in phase_range], "alpha": alpha,
         "sigma": sigma if noise in ("gaussian", "mixed") else None,
-        "margin": margin, "position_error": float(position_error),
+        "margin": margin, "position_error": position_error,
     }
+    measured = (measure_overlap(true_positions, unit_probe) if len(true_positions) > 1
+                else None)
+    label = f"{int(round(overlap * 100))} % overlap" if positions is None else "given scan"
     metadata = {
-        "name": f"simulated {obj_kind} ({scan}, {int(round(overlap * 100))} % overlap)",
+        "name": f"simulated {obj_kind} ({scan}, {label})",
         "source": "napari_ptycho.physics.simulate.simulate_ptycho",
         "simulation": params,
         "probe_fwhm_px": diameter,
-        "step_px": step,
-        "measured_overlap": measure_overlap(positions, unit_probe),
-        "n_patterns": int(len(positions)),
+        "step_px": step if positions is None else None,
+        "measured_overlap": measured,
+        "n_patterns": int(len(true_positions)),
         "mean_counts_per_pattern": float(diffraction.sum(axis=(1, 2)).mean()),
     }
     if position_error > 0:
-        metadata["true_positions"] = positions.tolist()
+        metadata["true_positions"] = true_positions.tolist()
     return PtychoData(diffraction=diffraction, positions=recorded, geometry=geometry,
                       probe=truth_probe.copy(), metadata=metadata, truth_object=truth_object,
-                      truth_probe=truth_probe, object_shape=tuple(obj_shape))
+                      truth_probe=truth_probe, object_shape=obj_shape)
 
 
 def simulate_bragg(size: int = 64, seed: int = 0, photons: float = 1e8,
@@ -268,13 +291,13 @@ def simulate_bragg(size: int = 64, seed: int = 0, photons: float = 1e8,
     from napari_ptycho.physics.bragg import bragg_intensity
     from napari_ptycho.physics.crystals import make_crystal
 
-    size = _check_int("size", size, 16)
-    seed = _check_int("seed", seed, 0)
+    size = check_int("size", size, 16)
+    seed = check_int("seed", seed, 0)
     photons = _check_photons(photons)
-    noise = _check_kind("noise", noise, NOISE_KINDS)
+    noise = check_kind("noise", noise, NOISE_KINDS)
     alpha, sigma = check_alpha(alpha), check_sigma(sigma)
-    oversampling = _check_real("oversampling", oversampling, 2.0)
-    crystal_seq, noise_seq = np.random.SeedSequence(int(seed)).spawn(2)
+    oversampling = check_real("oversampling", oversampling, 2.0)
+    crystal_seq, noise_seq = np.random.SeedSequence(seed).spawn(2)
     crystal, info = make_crystal(int(size), np.random.default_rng(crystal_seq),
                                  float(oversampling), bool(strained), phase_range,
                                  bool(rotate))
