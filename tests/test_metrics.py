@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,6 +24,7 @@ from napari_ptycho.metrics import (
     scanned_region,
 )
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REQUIRED_KEYS = {"psnr_amplitude", "psnr_phase", "ssim_amplitude", "ssim_phase",
                  "mae_amplitude", "mae_phase", "nrmse", "frc50", "frc_halfbit", "shift"}
 
@@ -122,6 +124,19 @@ def test_3d_twin_scores_like_the_object_itself():
     for key in ("ssim_amplitude", "ssim_phase", "nrmse", "frc50"):
         assert mirrored[key] == pytest.approx(direct[key], abs=1e-4)
     assert evaluate(twin, truth, twin=False)["nrmse"] > 0.1
+
+
+def test_3d_twin_region_is_mirrored_with_the_reconstruction():
+    truth = band_limited_object((24, 24, 24), seed=6, cutoff=0.25)
+    twin = apply_shift(np.conj(truth[::-1, ::-1, ::-1]), (0.5, 1.0, -0.75))
+    region = (slice(3, 17), slice(5, 21), slice(2, 15))  # in the reconstruction's frame
+    outside = np.ones(twin.shape, dtype=bool)
+    outside[region] = False
+    twin[outside] = 3.0  # garbage that only a correctly mirrored region ignores
+    out = evaluate(twin, truth, region=region)
+    assert out["twin"] == 1.0
+    assert out["psnr_amplitude"] >= 60 and out["psnr_phase"] >= 60
+    assert out["n_pixels"] == 14 * 16 * 13
 
 
 @pytest.mark.parametrize("theta", [0.0, 0.7, -2.9, np.pi])
@@ -277,3 +292,17 @@ def test_fit_metrics_of_the_true_object_on_noise_free_data_is_exact():
     worse = metrics.fit_metrics(wrong, data, free_mask=free)
     assert worse["chi2"] > 1e-3 and worse["poisson_nll"] > exact["poisson_nll"]
     assert np.isfinite(worse["poisson_nll_free"])
+
+
+def test_fit_metrics_of_the_tike_truth_reproduces_the_tike_data():
+    pytest.importorskip("torch")
+    path = DATA / "ptycho_sim_tike" / "ptycho_setup.npz"
+    if not path.is_file():
+        pytest.skip(f"shared test data not found at {path}")
+    from napari_ptycho import io
+
+    data = io.load(path)
+    truth = SimpleNamespace(object=data.truth_object, probe=data.truth_probe,
+                            positions=data.positions)
+    # Tike's own test holds sqrt(model) to 1e-6 of sqrt(data): χ² must be tiny
+    assert metrics.fit_metrics(truth, data)["chi2"] < 1e-10
