@@ -342,3 +342,28 @@ def test_generic_hdf5_volume_opens_as_bragg_when_asked(tmp_path):
     data = load(tmp_path / "v.h5", kind="bragg")
     assert isinstance(data, BraggData) and data.shape == (8, 10, 12)
     np.testing.assert_array_equal(np.asarray(data.intensity), vol)
+
+
+def test_unreadable_frame_shows_blank_in_the_view_but_engines_still_see_the_error(
+        tmp_path, monkeypatch):
+    from napari_ptycho.io import _common
+    from napari_ptycho.io.layers import ptycho_layers
+
+    save(small_scan(), tmp_path / "s.cxi")
+    data = load(tmp_path / "s.cxi")
+    view = ptycho_layers(data)[0][0]
+    np.testing.assert_allclose(np.asarray(view[2]), np.log10(1 + data.diffraction[2]),
+                               rtol=1e-6)
+    original = _common.H5Array.__getitem__
+
+    def damaged(self, index):
+        if isinstance(index, tuple) and index and index[0] == 5:
+            raise OSError("Can't read data (inflate() failed)")
+        return original(self, index)
+
+    monkeypatch.setattr(_common.H5Array, "__getitem__", damaged)
+    with pytest.warns(RuntimeWarning, match="could not be read"):
+        frame = np.asarray(view[5])
+    assert frame.shape == (16, 16) and np.isnan(frame).all()
+    with pytest.raises(OSError):
+        np.asarray(data.diffraction[5])

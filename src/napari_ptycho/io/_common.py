@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,10 @@ class H5Array:
         return self.dataset[index]
 
 
+#: dask name of each lazy stack -> its H5Array (so display views can read the file directly)
+SOURCES: weakref.WeakValueDictionary[str, H5Array] = weakref.WeakValueDictionary()
+
+
 def lazy_stack(dataset: Any, name: str) -> Any:
     """A dask array over an h5py dataset, chunked along the first (pattern) axis.
 
@@ -134,8 +139,10 @@ def lazy_stack(dataset: Any, name: str) -> Any:
     per = max(h5_chunk, per // h5_chunk * h5_chunk)
     per = min(per, arr.shape[0])
     # a fixed name skips dask's content hashing, which would read the whole file
-    return da.from_array(arr, chunks=(per,) + arr.shape[1:], name=name, lock=True,
-                         asarray=True, meta=np.empty((0, 0, 0), dtype=arr.dtype))
+    stack = da.from_array(arr, chunks=(per,) + arr.shape[1:], name=name, lock=True,
+                          asarray=True, meta=np.empty((0, 0, 0), dtype=arr.dtype))
+    SOURCES[stack.name] = arr
+    return stack
 
 
 def stack_token(path: Any, dataset: str) -> str:

@@ -13,6 +13,7 @@ images and share the object's µm scale.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,12 +24,45 @@ LayerData = tuple[Any, dict[str, Any], str]
 UM = 1e6
 
 
+class LogView:
+    """``log10(1 + I)`` of a file-backed stack, read straight from the file per request.
+
+    Reading inside ``__getitem__`` lets dask push napari's slice down to HDF5 (one frame
+    read per displayed frame) and makes the *display* forgiving: an unreadable frame
+    (damaged chunk) shows as NaN with a warning, which napari turns into a notification.
+    Engines read ``ptycho_data`` and still get the error.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.shape = tuple(source.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        try:
+            block = np.asarray(self.source[index], dtype=np.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            warnings.warn(f"napari-ptycho: frames could not be read from the file ({exc}); "
+                          "they are shown blank", RuntimeWarning, stacklevel=2)
+            dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=self.shape,
+                                                    strides=(0,) * self.ndim)
+            return np.full(dummy[index].shape, np.nan, dtype=np.float32)
+        return np.log10(1.0 + block)
+
+
 def _log_view(stack: Any) -> Any:
-    if type(stack).__module__.startswith("dask"):
-        return stack.map_blocks(lambda b: np.log10(1.0 + np.asarray(b, dtype=np.float32)),
-                                dtype=np.float32)
     import dask.array as da
 
+    if type(stack).__module__.startswith("dask"):
+        from napari_ptycho.io._common import SOURCES
+
+        source = SOURCES.get(stack.name)
+        if source is None:  # not file-backed (or sliced): map the chunks
+            return stack.map_blocks(lambda b: np.log10(1.0 + b.astype(np.float32)),
+                                    dtype=np.float32)
+        return da.from_array(LogView(source), chunks=stack.chunks, name=f"{stack.name}-log10",
+                             asarray=True, meta=np.empty((0,) * stack.ndim, np.float32))
     return da.log10(1.0 + da.from_array(stack, chunks=(1,) + tuple(stack.shape[1:]))
                     .astype(np.float32))
 
