@@ -138,6 +138,22 @@ def test_noise_free_data_equal_the_shared_forward_model_of_the_truth():
     assert data.truth_probe.shape == (2, 32, 32)
 
 
+def test_near_field_simulation_uses_the_fresnel_forward_model():
+    data = simulate_ptycho(noise="none", near_field_distance=2e-4, **SMALL)
+    g = data.geometry
+    assert g.near_field and g.propagation_distance == 2e-4
+    model = forward_intensity(data.truth_object, data.truth_probe, data.positions,
+                              geometry=g)
+    np.testing.assert_allclose(data.diffraction, model, rtol=1e-5, atol=1e-3)
+    far = simulate_ptycho(noise="none", **SMALL)
+    # different propagation, different patterns; both conserve the exit-wave energy, so
+    # reaching the same photon count needs the same probe scale
+    assert not np.allclose(data.diffraction, far.diffraction, rtol=0.1)
+    np.testing.assert_allclose(data.truth_probe, far.truth_probe, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="near_field_distance"):
+        simulate_ptycho(near_field_distance=0.0, **SMALL)
+
+
 def test_photons_total_is_mean_counts_per_pattern():
     data = simulate_ptycho(noise="none", photons=1e5, **SMALL)
     assert data.diffraction.sum(axis=(1, 2)).mean() == pytest.approx(1e5, rel=1e-4)
