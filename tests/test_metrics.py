@@ -239,7 +239,8 @@ def test_free_poisson_nll_uses_only_held_out_pixels():
 def test_scanned_region_covers_every_probe_window():
     positions = np.array([[2.0, 3.0], [2.0, 20.5], [15.25, 3.0], [15.25, 20.5]])
     rows, cols = scanned_region(positions, (16, 16), (40, 40))
-    assert (rows, cols) == (slice(2, 32), slice(3, 37))
+    # windows start at floor(position), as in the forward model
+    assert (rows, cols) == (slice(2, 31), slice(3, 36))
     assert scanned_region(positions, (16, 16), (30, 30)) == (slice(2, 30), slice(3, 30))
     with pytest.raises(ValueError, match="positions"):
         scanned_region(np.zeros((3, 3)), (16, 16), (40, 40))

@@ -362,9 +362,10 @@ def scanned_region(positions: Any, probe_shape: Any, object_shape: Any) -> tuple
     oh = tuple(int(s) for s in np.atleast_1d(object_shape))
     if len(oh) != 2 or min(oh) < 1:
         raise ValueError(f"object_shape must be (H, W) with H, W >= 1; got {object_shape!r}")
+    # The forward model cuts each patch at floor(position) and shifts the probe by the
+    # fraction inside it (physics.ptycho), so a window covers floor(p) .. floor(p) + h - 1.
     lo = np.floor(pos.min(axis=0)).astype(int)
-    # A sub-pixel position touches one extra pixel at the far edge of its window.
-    hi = np.ceil(pos.max(axis=0)).astype(int) + np.array(ph)
+    hi = np.floor(pos.max(axis=0)).astype(int) + np.array(ph)
     lo = np.clip(lo, 0, np.array(oh))
     hi = np.clip(hi, 0, np.array(oh))
     if np.any(hi <= lo):
