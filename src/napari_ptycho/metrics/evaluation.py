@@ -12,14 +12,9 @@ from typing import Any
 import numpy as np
 
 from napari_ptycho.metrics import registration as _reg
-from napari_ptycho.metrics._checks import (
-    as_complex_array,
-    as_mask,
-    bounding_slices,
-    region_mask,
-    same_shape,
-)
+from napari_ptycho.metrics._checks import as_complex_array, as_mask, same_shape
 from napari_ptycho.metrics.frc import frc, frc_crossing
+from napari_ptycho.metrics.region import bounding_slices, region_mask
 from napari_ptycho.metrics.scores import (
     chi2,
     free_poisson_nll,

@@ -24,7 +24,7 @@ from scipy import ndimage, optimize
 from napari_ptycho.metrics._checks import as_mask, same_shape
 
 __all__ = ["Registration", "apply_shift", "estimate_shift", "remove_phase_ramp",
-           "global_phase_and_scale", "register", "scanned_region"]
+           "global_phase_and_scale", "register"]
 
 
 @dataclass
@@ -332,43 +332,3 @@ def register(reconstruction: np.ndarray, truth: np.ndarray, *, mask: np.ndarray 
             other.mask = fmask
             best = other
     return best
-
-
-def scanned_region(positions: Any, probe_shape: Any, object_shape: Any) -> tuple[slice, slice]:
-    """Bounding box of the object area covered by at least one probe window.
-
-    Parameters
-    ----------
-    positions : array_like, shape (N, 2)
-        Probe-window top-left corners ``(row, col)`` in object pixels.
-    probe_shape : tuple of int
-        Probe window ``(h, w)``.
-    object_shape : tuple of int
-        Object array ``(H, W)``; the box is clipped to it.
-
-    Returns
-    -------
-    tuple of slice
-        ``(rows, cols)`` to index the object with.
-    """
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 2 or pos.shape[0] < 1:
-        raise ValueError(f"positions must have shape (N, 2) with N >= 1; got {pos.shape}")
-    if not np.all(np.isfinite(pos)):
-        raise ValueError("positions contain NaN or infinite values")
-    ph = tuple(int(s) for s in np.atleast_1d(probe_shape))[-2:]
-    if len(ph) != 2 or min(ph) < 1:
-        raise ValueError(f"probe_shape must be (h, w) with h, w >= 1; got {probe_shape!r}")
-    oh = tuple(int(s) for s in np.atleast_1d(object_shape))
-    if len(oh) != 2 or min(oh) < 1:
-        raise ValueError(f"object_shape must be (H, W) with H, W >= 1; got {object_shape!r}")
-    # The forward model cuts each patch at floor(position) and shifts the probe by the
-    # fraction inside it (physics.ptycho), so a window covers floor(p) .. floor(p) + h - 1.
-    lo = np.floor(pos.min(axis=0)).astype(int)
-    hi = np.floor(pos.max(axis=0)).astype(int) + np.array(ph)
-    lo = np.clip(lo, 0, np.array(oh))
-    hi = np.clip(hi, 0, np.array(oh))
-    if np.any(hi <= lo):
-        raise ValueError(f"the probe windows at positions {pos.min(axis=0)}..{pos.max(axis=0)} "
-                         f"do not overlap the object of shape {oh}")
-    return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
