@@ -85,13 +85,13 @@ def focused_probe(size: int, focus_fwhm: float | None = None, defocus: float | N
     if radius > m / 2:
         raise ValueError(f"focus_fwhm={fwhm} px is too small to be sampled on a {size} px "
                          "window; use a larger value")
-    # anti-aliased disk: 4x4 sub-samples per pupil pixel
-    sub = (np.arange(4) + 0.5) / 4 - 0.5
+    # anti-aliased (annular) disk: a one-pixel linear ramp at each edge approximates the
+    # covered pixel fraction without a memory-hungry supersampled grid
     f = np.fft.fftfreq(m) * m  # pupil pixel coordinates, DC at index 0
-    yy = f[:, None, None, None] + sub[None, None, :, None]
-    xx = f[None, :, None, None] + sub[None, None, None, :]
-    r2 = yy ** 2 + xx ** 2
-    pupil = ((r2 <= radius ** 2) & (r2 >= (central_stop * radius) ** 2)).mean(axis=(2, 3))
+    r = np.hypot(f[:, None], f[None, :])
+    pupil = np.clip(radius + 0.5 - r, 0.0, 1.0)
+    if central_stop > 0:
+        pupil *= np.clip(r - central_stop * radius + 0.5, 0.0, 1.0)
     focus = np.fft.fftshift(np.fft.ifft2(pupil, norm="ortho"))
     if defocus is None:
         na_over_lambda = radius / (m * pixel_size)
