@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage, optimize
 
 from napari_ptycho.metrics._checks import as_mask, same_shape
 
@@ -70,6 +69,8 @@ def apply_shift(x: np.ndarray, shift: Any) -> np.ndarray:
         raise ValueError(f"shift has {s.size} component(s) but x has {x.ndim} dimension(s)")
     if not np.any(s):
         return x.copy()
+    from scipy import ndimage  # lazily: widgets import this package at napari start-up
+
     return np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(x), s))
 
 
@@ -81,6 +82,8 @@ def _refine_peak(coeffs: np.ndarray, coords: list[np.ndarray], start: np.ndarray
     bounded to ``start ± half_width`` because the coarse estimate is already within a
     fraction of a sample, and a bounded search cannot run off to an aliased peak.
     """
+    from scipy import optimize
+
     norm = np.abs(coeffs).sum() ** 2
     if norm == 0:
         return start
@@ -170,6 +173,8 @@ def _refine_masked(moving_ft: np.ndarray, weighted_ref: np.ndarray, w: np.ndarra
     of :func:`_refine_peak` is biased; this ratio is the exact least-squares criterion
     (with a free complex scale) and needs one inverse FFT per evaluation.
     """
+    from scipy import optimize
+
     norm = float(np.vdot(weighted_ref, weighted_ref).real)
 
     def cost(u: np.ndarray) -> float:

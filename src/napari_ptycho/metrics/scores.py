@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln
 
 from napari_ptycho.metrics._checks import as_complex_array, as_mask, as_real_array, same_shape
 
@@ -152,6 +151,8 @@ def poisson_nll(estimate: Any, measured: Any, mask: Any = None, *,
     est = np.maximum(est, floor)
     nll = est - meas * np.log(est)
     if constant:
+        from scipy.special import gammaln
+
         nll = nll + gammaln(meas + 1.0)
     return float(np.mean(nll))
 
