@@ -135,14 +135,21 @@ def voxelise(poly: Polyhedron, size: int, oversampling: float, supersample: int 
     centre = (lo + hi) / 2
     n = size * supersample
     c = (np.arange(n) + 0.5) / supersample - size / 2  # sub-voxel centres, box centre at 0
-    grid = np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1).reshape(-1, 3)
-    grid = grid.astype(np.float32) / np.float32(scale) + centre.astype(np.float32)
-    inside = np.ones(len(grid), dtype=bool)
-    for normal, d in zip(poly.normals.astype(np.float32), poly.distances, strict=True):
-        inside &= grid @ normal <= d
-    fine = inside.reshape(n, n, n).astype(np.float32)
-    return fine.reshape(size, supersample, size, supersample, size, supersample
-                        ).mean(axis=(1, 3, 5))
+    normals = poly.normals.astype(np.float32)
+    # box point c lies in the crystal frame at c / scale + centre, so the half-space
+    # n·x <= d becomes n·c <= (d - n·centre) · scale; evaluated one sub-voxel plane at a
+    # time to keep memory at O(size²) instead of O(size³ · supersample³)
+    limits = ((poly.distances - poly.normals @ centre) * scale).astype(np.float32)
+    cf = c.astype(np.float32)
+    in_plane = (normals[:, 1, None, None] * cf[None, :, None]
+                + normals[:, 2, None, None] * cf[None, None, :])  # (k, n, n)
+    density = np.zeros((size, size, size), dtype=np.float32)
+    for iz, z in enumerate(cf):
+        inside = np.all(in_plane + normals[:, 0, None, None] * z <= limits[:, None, None],
+                        axis=0)
+        density[iz // supersample] += inside.reshape(size, supersample, size, supersample
+                                                     ).sum(axis=(1, 3))
+    return density / supersample ** 3
 
 
 def strain_phase(density: np.ndarray, rng: np.random.Generator,
