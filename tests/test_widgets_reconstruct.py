@@ -158,3 +158,40 @@ def test_start_without_scan_layer_is_a_clear_error(make_napari_viewer):
     add_scan(viewer, small_scan())
     with pytest.raises(ValueError, match="delay must be a number"):
         dock.start()
+
+
+def test_epie_on_sample_scan_streams_updates_into_the_same_layers(make_napari_viewer,
+                                                                   qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ptycho", "siemens")
+    dock = _dock(viewer, method="epie", iterations=6, device="cpu")
+    scan_layer = dock.selected_layer()
+    assert scan_layer is not None and scan_layer.name.startswith("siemens")
+    seen = []
+
+    def record(ctx, result):
+        name = scan_layer.name
+        seen.append((viewer.layers[f"{name} amplitude"],
+                     viewer.layers[f"{name} amplitude"].data.copy(),
+                     viewer.layers[f"{name} phase"].data.copy(),
+                     viewer.layers[f"{name} probe amplitude"].data.copy(), len(viewer.layers)))
+
+    dock.hub.updated.connect(record)
+    n_before = len(viewer.layers)
+    dock.start()
+    assert len(viewer.layers) == n_before + len(ROLES)
+    assert dock.runner.wait(120)
+    assert dock.status.text().startswith("Finished"), dock.status.text()
+    assert len(seen) >= 3
+    assert all(s[0] is seen[0][0] for s in seen), "amplitude layer was replaced"
+    assert all(s[4] == n_before + len(ROLES) for s in seen), "a layer was added mid-run"
+    for k in (1, 2, 3):
+        assert not np.allclose(seen[0][k], seen[-1][k])
+    roles = [ly.metadata[ROLE_KEY] for ly in _outputs(viewer)]
+    assert sorted(roles) == sorted(ROLES)
+    amp = viewer.layers[f"{scan_layer.name} amplitude"]
+    data = scan_layer.metadata["ptycho_data"]
+    assert amp.scale[-1] == pytest.approx(data.geometry.object_pixel_size * 1e6)
+    assert tuple(str(u) for u in amp.units) == ("micrometer", "micrometer")
+    result = amp.metadata[RESULT_KEY]
+    assert result.method == "epie" and result.parameters["iterations"] == 6

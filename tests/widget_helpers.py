@@ -12,12 +12,13 @@ from napari_ptycho.engines import EngineError, Snapshot, register
 from napari_ptycho.engines.config import BaseConfig
 
 
-def small_scan(seed: int = 0, object_size: int = 64, probe_size: int = 32):
-    """A tiny simulated far-field scan with ground truth (fast enough for GUI tests)."""
+def small_scan(seed: int = 0, object_size: int = 64, probe_size: int = 32,
+               overlap: float = 0.3):
+    """A tiny simulated far-field scan with ground truth (49 positions: quick ePIE)."""
     from napari_ptycho.physics.simulate import simulate_ptycho
 
     return simulate_ptycho(object="siemens", object_size=object_size, probe_size=probe_size,
-                           overlap=0.7, photons=1e6, noise="poisson", seed=seed)
+                           overlap=overlap, photons=1e6, noise="poisson", seed=seed)
 
 
 def add_scan(viewer, data, name: str = "scan"):

@@ -3,9 +3,8 @@
 Output layers are found by their tags in ``layer.metadata`` (``ptycho_source`` = the input
 layer's key, ``ptycho_role`` = what the layer shows), never by name, so renaming a layer
 does not break a run, and a run can only ever write to the layers of its own input.
-Scale and units come from ``Geometry.object_pixel_size`` (shown in nm, which keeps world
-coordinates near 1 for the renderer; the scale bar shows the unit);
-``metadata["pixel_size"]`` (metres) and ``metadata["units"]`` tell writers.
+Scale and units come from ``Geometry.object_pixel_size`` (in µm, like the reader's truth
+layers); ``metadata["pixel_size"]`` keeps metres for writers.
 """
 
 from __future__ import annotations
@@ -71,10 +70,14 @@ def scan_centres(positions: np.ndarray, probe_shape: tuple[int, int]) -> np.ndar
 
 
 def display_scale(geometry: Any) -> tuple[float, str | None]:
-    """(scale per object pixel, unit) for layers: nm when the pixel size is known."""
+    """(scale per object pixel, unit) for layers: µm when the pixel size is known.
+
+    µm matches the reader's truth-object and scan-position layers, so a reconstruction
+    lies exactly over its ground truth.
+    """
     px = getattr(geometry, "object_pixel_size", None)
     if px:
-        return float(px) * 1e9, "nm"
+        return float(px) * 1e6, "um"
     return 1.0, None
 
 
@@ -126,17 +129,12 @@ class PtychoLayers:
         self.pixel_size = getattr(geometry, "object_pixel_size", None)
 
     def _kw(self, translate: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
-        # Units go to the scale bar, not to ``layer.units``: the input's diffraction stack
-        # is in detector pixels, and mixed layer units make napari drop units altogether.
-        return {"scale": (self.scale, self.scale),
-                "translate": tuple(t * self.scale for t in translate)}
-
-    def show_units(self) -> None:
-        """Label the viewer's scale bar with the object's physical unit."""
-        bar = self.viewer.scale_bar
-        if self.units and bar.unit != self.units:
-            bar.unit = self.units
-            bar.visible = True
+        # layer.units is what the TIFF writer reads for the ImageJ pixel size
+        kw: dict[str, Any] = {"scale": (self.scale, self.scale),
+                              "translate": tuple(t * self.scale for t in translate)}
+        if self.units:
+            kw["units"] = (self.units, self.units)
+        return kw
 
     def update(self, snap: Any, metadata: dict[str, Any], probe_shape: tuple[int, int],
                positions: np.ndarray | None = None) -> dict[str, Any]:
@@ -175,5 +173,4 @@ class PtychoLayers:
                 v, "points", k, "positions", f"{n} positions", centres, md,
                 size=max(2.0, min(probe_shape) / 10), face_color="#00d0ff", opacity=0.6,
                 border_width=0, **self._kw())
-        self.show_units()
         return out

@@ -233,7 +233,11 @@ class StreamRunner:
         if worker is not self.worker:
             return
         self._timer.stop()
-        self._flush()
+        display_error: Exception | None = None
+        try:
+            self._flush()  # the final snapshot, however recent the last tick was
+        except Exception as exc:  # a display bug must not leave the dock stuck "running"
+            display_error = exc
         self._close_progress()
         self.worker = None
         if slot.error is not None:
@@ -248,3 +252,5 @@ class StreamRunner:
         else:
             status = "done"
         self.on_finished(ctx, slot.latest, status, self._error)
+        if display_error is not None:
+            raise display_error

@@ -40,11 +40,16 @@ FIXED_FIELDS = {"update_every": 1}
 
 
 def scan_layers(viewer: Any, dims: int = 2) -> list[Any]:
-    """Image layers holding a PtychoData (dims=2) or BraggData (dims=3) in their metadata."""
+    """Image layers holding a PtychoData (dims=2) or BraggData (dims=3) in their metadata.
+
+    Points layers may carry the same data object (the reader's scan positions): they are
+    not inputs.
+    """
     from napari_ptycho.data import BraggData, PtychoData
 
-    kind = PtychoData if dims == 2 else BraggData
-    return [ly for ly in viewer.layers if isinstance(ly.metadata.get(DATA_KEY), kind)]
+    kind, key = (PtychoData, DATA_KEY) if dims == 2 else (BraggData, "bragg_data")
+    return [ly for ly in viewer.layers if ly._type_string == "image"
+            and isinstance(ly.metadata.get(key), kind)]
 
 
 def initial_state(ctx: RunContext) -> Any:
