@@ -367,3 +367,23 @@ def test_unreadable_frame_shows_blank_in_the_view_but_engines_still_see_the_erro
     assert frame.shape == (16, 16) and np.isnan(frame).all()
     with pytest.raises(OSError):
         np.asarray(data.diffraction[5])
+
+
+def test_nexus_like_file_converts_micrometre_positions_with_its_geometry(tmp_path):
+    with h5py.File(tmp_path / "nx.nxs", "w") as f:
+        f["entry/data/data"] = np.ones((3, 32, 32), np.uint32)
+        pos = f.create_dataset("entry/sample/positions", data=[[0.0, 0.0], [0.0, 1.0],
+                                                               [2.0, 0.0]])
+        pos.attrs["units"] = "um"
+        e = f.create_dataset("entry/instrument/source/incident_energy", data=8.0)
+        e.attrs["units"] = "keV"
+        d = f.create_dataset("entry/instrument/detector/distance", data=2000.0)
+        d.attrs["units"] = "mm"
+        p = f.create_dataset("entry/instrument/detector/x_pixel_size", data=75.0)
+        p.attrs["units"] = "um"
+    data = load(tmp_path / "nx.nxs", margin=0)
+    g = data.geometry
+    assert g.energy == pytest.approx(8000.0) and g.distance == pytest.approx(2.0)
+    assert g.detector_pixel_size == pytest.approx(75e-6)
+    np.testing.assert_allclose(data.positions[1], [0.0, 1e-6 / g.object_pixel_size])
+    np.testing.assert_allclose(data.positions[2], [2e-6 / g.object_pixel_size, 0.0])
