@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_ptycho import metrics
 from napari_ptycho.engines.base import Snapshot
@@ -63,6 +65,15 @@ def test_shifted_and_phased_copy_scores_as_perfect_after_registration(truth2d, s
     assert out["shift_0"] == pytest.approx(-shift[0], abs=1e-3)
     assert out["shift_1"] == pytest.approx(-shift[1], abs=1e-3)
     assert out["global_phase"] == pytest.approx(-2.3, abs=1e-3)
+
+
+@settings(max_examples=12, deadline=None)
+@given(dy=st.floats(-6, 6), dx=st.floats(-6, 6), theta=st.floats(-np.pi, np.pi))
+def test_any_shift_and_global_phase_is_registered_exactly(dy, dx, theta):
+    truth = band_limited_object((48, 48), seed=11)
+    out = evaluate(apply_shift(truth, (dy, dx)) * np.exp(1j * theta), truth)
+    assert out["psnr_amplitude"] >= 60 and out["psnr_phase"] >= 60
+    assert out["ssim_amplitude"] >= 0.99 and out["ssim_phase"] >= 0.99
 
 
 def test_registration_of_a_noisy_smooth_object_stays_sub_pixel():
