@@ -277,6 +277,8 @@ def test_bad_options_and_data_are_named():
     t = np.ones((16, 16), complex)
     with pytest.raises(ValueError, match="region has 1 slice"):
         evaluate(t, t, region=(slice(0, 4),))
+    with pytest.raises(ValueError, match="region spans"):
+        evaluate(t, t, region=(slice(0, 2), slice(0, 16)))
     with pytest.raises(ValueError, match="region shape"):
         evaluate(t, t, region=np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="dims"):

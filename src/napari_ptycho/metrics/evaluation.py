@@ -82,10 +82,10 @@ def evaluate(reconstruction: Any, truth: Any, *, region: Any = None, register: b
         ``psnr_amplitude``, ``psnr_phase`` (dB), ``ssim_amplitude``, ``ssim_phase``,
         ``mae_amplitude``, ``mae_phase`` (rad), ``nrmse`` (complex, PMACE),
         ``nrmse_amplitude``, ``frc50``, ``frc_halfbit``, ``frc_onesevenths`` (cycles per
-        pixel), ``shift`` (pixels, length of the translation applied to the
-        reconstruction) and ``shift_0``... per axis, ``global_phase`` (rad), ``scale``,
-        ``twin`` (1.0 if the twin was used), ``ramp_0``... (cycles/pixel, if ``ramp``),
-        ``n_pixels`` (scored pixels). Every value is a finite float.
+        pixel), ``shift`` (pixels, length of the translation that brings the
+        reconstruction onto the truth) and ``shift_0``... per axis, ``global_phase``
+        (rad), ``scale``, ``twin`` (1.0 if the twin was used), ``ramp_0``...
+        (cycles/pixel, if ``ramp``), ``n_pixels`` (scored pixels). Every value is a finite float.
     """
     if dims not in (None, 2, 3):
         raise ValueError(f"dims must be None, 2 or 3 (got {dims!r})")
@@ -109,6 +109,8 @@ def evaluate(reconstruction: Any, truth: Any, *, region: Any = None, register: b
     mask = reg.mask  # mirrored if the twin won
     box = bounding_slices(mask) if mask is not None else (slice(None),) * tru.ndim
     x, t = reg.aligned[box], reg.reference[box]
+    if min(t.shape) < 4:
+        raise ValueError(f"region spans {t.shape} pixels; need at least 4 per axis to score")
     inner = None if mask is None or mask[box].all() else mask[box]
     m = np.ones(t.shape, dtype=bool) if inner is None else inner
     if not np.any(t[m]):
