@@ -180,14 +180,14 @@ class Windows:
 
     def gather(self, obj: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Object patches (B, h, w) under the windows ``idx`` (all when None)."""
-        flat = self.flat if idx is None else self.flat[idx]
-        return obj.reshape(-1)[flat].reshape(-1, *self.probe_shape)
+        flat = self.flat if idx is None else self.flat.index_select(0, idx)
+        return obj.view(-1).index_select(0, flat.view(-1)).view(-1, *self.probe_shape)
 
     def scatter_add(self, target: torch.Tensor, values: torch.Tensor,
                     idx: torch.Tensor | None = None) -> None:
         """Add window values (B, h, w) into ``target`` (object frame) in place."""
-        flat = self.flat if idx is None else self.flat[idx]
-        target.reshape(-1).index_add_(0, flat.reshape(-1), values.reshape(-1))
+        flat = self.flat if idx is None else self.flat.index_select(0, idx)
+        target.view(-1).scatter_add_(0, flat.reshape(-1), values.reshape(-1))
 
     def probes(self, probe: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Probe modes as seen by each window: (B, M, h, w), or (1, M, h, w) without shifts."""
@@ -255,6 +255,12 @@ class Problem:
                         errors=list(errors), elapsed=elapsed, method=method, done=done)
 
 
+def abs2(x: torch.Tensor) -> torch.Tensor:
+    """|x|² of a complex tensor, contiguous (several times faster than ``x.abs() ** 2`` on
+    CPU; contiguous because reductions over a strided ``.real`` view are slow)."""
+    return torch.mul(x, x.conj()).real.contiguous()
+
+
 def modulus_projection(fields: torch.Tensor, amplitudes: torch.Tensor,
                        mask: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
     """Replace the modulus of detector fields by the measured one, in place.
@@ -277,17 +283,18 @@ def modulus_projection(fields: torch.Tensor, amplitudes: torch.Tensor,
         ``Σ_valid (|Ψ| − √I)²`` of the fields *before* projection (see :func:`data_error`).
     """
     if fields.shape[1] == 1:
-        model = fields[:, 0].abs()
+        model = abs2(fields[:, 0]).sqrt()
     else:
-        model = torch.view_as_real(fields).square().sum(dim=(1, -1)).sqrt()
-    diff = model - amplitudes
-    ratio = amplitudes / (model + eps)
-    if mask is not None:
-        diff = diff * mask
-        ratio = torch.where(mask, ratio, torch.ones((), dtype=ratio.dtype,
-                                                     device=ratio.device))
+        model = abs2(fields).sum(dim=1).sqrt_()
+    if mask is None:
+        err = torch.nn.functional.mse_loss(model, amplitudes, reduction="sum")
+        ratio = model.add_(eps).reciprocal_().mul_(amplitudes)
+    else:
+        err = (model - amplitudes).mul_(mask).square_().sum()
+        ratio = torch.where(mask, amplitudes / (model + eps),
+                            torch.ones((), dtype=model.dtype, device=model.device))
     fields.mul_(ratio.unsqueeze(1))
-    return diff.square().sum()
+    return err
 
 
 def data_error(fields: torch.Tensor, amplitudes: torch.Tensor,
@@ -297,11 +304,10 @@ def data_error(fields: torch.Tensor, amplitudes: torch.Tensor,
     Divide by :attr:`Problem.total_intensity` (``Σ_valid I``) for the normalised error
     ``E`` every engine reports.
     """
-    model = torch.view_as_real(fields).square().sum(dim=(1, -1)).sqrt()
-    diff = model - amplitudes
+    diff = abs2(fields).sum(dim=1).sqrt_().sub_(amplitudes)
     if mask is not None:
-        diff = diff * mask
-    return diff.square().sum()
+        diff = diff.mul_(mask)
+    return diff.square_().sum()
 
 
 def orthogonalize_modes(probe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

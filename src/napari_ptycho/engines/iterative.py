@@ -1,0 +1,358 @@
+"""Classic iterative 2D ptychography engines: ePIE, rPIE, difference map and RAAR.
+
+* **ePIE** (Maiden & Rodenburg 2009): per-position object/probe steps normalised by the
+  maximum of the other factor's intensity.
+* **rPIE** (Maiden, Johnson & Li 2017): the same with the regularised denominator
+  ``(1 − α)|P|² + α max|P|²``, which takes larger steps in weakly lit areas.
+* **DM** (Thibault et al. 2009): projections over all exit waves at once, the overlap
+  projection solving object and probe together.
+* **RAAR** (Luke 2004): relaxed averaged alternating reflections,
+  ``ψ ← [β/2 (R_O R_F + I) + (1 − β) P_F] ψ``.
+
+The PIE family updates batches of positions: by default "compact sets" of windows that do
+not overlap, so one batched FFT reproduces sequential updates within the set. Everything
+that the engines share (error metric, probe guess, modes, windows, run loop) lives in
+:mod:`napari_ptycho.engines.common`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from napari_ptycho.engines.base import EngineError
+from napari_ptycho.engines.common import (
+    IterativeEngine,
+    Problem,
+    PtychoConfig,
+    abs2,
+    batch_order,
+    compact_sets,
+    data_error,
+    modulus_projection,
+    position_step,
+)
+
+
+def _check_unit(name: str, value: float, low_open: bool = True) -> None:
+    ok = (0 < value <= 1) if low_open else (0 <= value <= 1)
+    if not (math.isfinite(value) and ok):
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"{name} must be in {interval} (got {value})")
+
+
+@dataclass
+class EPIEConfig(PtychoConfig):
+    """ePIE parameters (plus :class:`~napari_ptycho.engines.common.PtychoConfig`).
+
+    Parameters
+    ----------
+    alpha : float
+        Object step size in (0, 1] (the paper's α; 1 is the full step).
+    beta : float
+        Probe step size in (0, 1] (the paper's β).
+    """
+
+    alpha: float = 1.0
+    beta: float = 1.0
+
+    def validate(self) -> None:
+        """Refuse impossible values (raises ValueError)."""
+        super().validate()
+        _check_unit("alpha", self.alpha)
+        _check_unit("beta", self.beta)
+
+
+@dataclass
+class RPIEConfig(PtychoConfig):
+    """rPIE parameters (plus :class:`~napari_ptycho.engines.common.PtychoConfig`).
+
+    Parameters
+    ----------
+    alpha : float
+        Object regularisation α in [0, 1]: the denominator is ``(1 − α)|P|² + α max|P|²``;
+        α = 1 is ePIE's full step, small α divides by the local illumination. The paper
+        uses 0.05–0.25 with a good probe; from a generic probe guess α ≲ 0.1 can run away
+        in weakly lit areas, hence the default 0.5.
+    beta : float
+        Probe regularisation in [0, 1], the same form with the object's intensity.
+    """
+
+    alpha: float = 0.5
+    beta: float = 1.0
+    position_refinement: bool = False
+
+    def validate(self) -> None:
+        """Refuse impossible values (raises ValueError)."""
+        super().validate()
+        _check_unit("alpha", self.alpha, low_open=False)
+        _check_unit("beta", self.beta, low_open=False)
+
+
+class _PIE(IterativeEngine):
+    """Batched PIE update shared by ePIE and rPIE.
+
+    Object step per window: ``O += s_o Σ_m P_m* χ_m / ((1 − a)|P|² + a max|P|²)`` and the
+    probe likewise with the object; ePIE is a = 1 with step s = α, rPIE is a = α with
+    s = 1. Windows of one compact set do not overlap, so their steps are independent;
+    overlapping mini-batches (``batch_size`` > 1) average the steps where windows overlap.
+    """
+
+    #: (object regularisation, object step, probe regularisation, probe step)
+    def weights(self, config: Any) -> tuple[float, float, float, float]:
+        raise NotImplementedError
+
+    def setup(self, problem: Problem, config: Any) -> None:
+        self.sets = (compact_sets(problem.windows.positions, problem.windows.probe_shape,
+                                  problem.generator) if config.batch_size == 0 else None)
+        self.overlapping = config.batch_size > 1
+        self.centroid = problem.windows.positions.mean(dim=0)
+        if self.sets is not None:
+            # measured amplitudes and gather indices laid out per set once, not per batch
+            self.set_amps = [problem.amplitudes.index_select(0, s) for s in self.sets]
+            self._index_sets(problem)
+
+    def _index_sets(self, problem: Problem) -> None:
+        self.set_flat = [problem.windows.flat.index_select(0, s).reshape(-1)
+                         for s in self.sets]
+
+    def _batches(self, problem: Problem, config: Any
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        if self.sets is not None:
+            order = torch.randperm(len(self.sets), generator=problem.generator).tolist()
+            return [(self.sets[i], self.set_flat[i], self.set_amps[i]) for i in order]
+        return [(idx, problem.windows.flat.index_select(0, idx).reshape(-1),
+                 problem.amplitudes.index_select(0, idx))
+                for idx in batch_order(problem, config.batch_size, None)]
+
+    def iterate(self, problem: Problem, config: Any, done: int) -> torch.Tensor:
+        update_probe = config.update_probe and done >= config.probe_update_start
+        refine = config.position_refinement and done >= config.position_refinement_start
+        err = torch.zeros((), dtype=torch.float64, device=problem.device)
+        for idx, flat, amps in self._batches(problem, config):
+            err += self._update(problem, config, idx, flat, amps, update_probe, refine)
+        if refine:
+            windows = problem.windows
+            if not torch.isfinite(windows.positions).all():
+                raise EngineError(f"non-finite positions at iteration {done + 1}")
+            # the scan's centroid is unobservable: keep it where it was
+            windows.positions += self.centroid - windows.positions.mean(dim=0)
+            windows.refresh()
+            if self.sets is not None:
+                self._index_sets(problem)
+        return err
+
+    def _update(self, problem: Problem, config: Any, idx: torch.Tensor, flat: torch.Tensor,
+                amps: torch.Tensor, update_probe: bool, refine: bool) -> torch.Tensor:
+        a_o, s_o, a_p, s_p = self.weights(config)
+        windows, obj, probe = problem.windows, problem.obj, problem.probe
+        obj_flat = obj.view(-1)
+        patches = obj_flat.index_select(0, flat).view(len(idx), *windows.probe_shape)
+        probes = windows.probes(probe, idx)  # (1 or B, M, h, w)
+        psi = probes * patches[:, None]
+        fields = problem.detector.forward(psi)
+        err = modulus_projection(fields, amps, problem.mask)
+        chi = problem.detector.backward(fields).sub_(psi)
+        del fields, psi
+
+        if refine:
+            step = position_step(patches, probes, chi, config.position_max_step)
+            windows.positions[idx] += step
+
+        p_int = abs2(probes).sum(dim=1)  # (1 or B, h, w)
+        p_max = p_int.amax(dim=(-2, -1), keepdim=True)
+        p_den = p_max if a_o == 1 else (1 - a_o) * p_int + a_o * p_max
+        if self.overlapping:
+            num = torch.zeros_like(obj_flat)
+            den = torch.zeros(obj_flat.shape, dtype=p_den.dtype, device=obj.device)
+            num.scatter_add_(0, flat, (chi * probes.conj()).sum(dim=1).view(-1))
+            den.scatter_add_(0, flat, p_den.expand(len(idx), *windows.probe_shape).reshape(-1))
+            obj_flat.add_(num.mul_(s_o / den.clamp(min=1e-12 * float(den.max()))))
+        else:
+            weight = probes.conj() * (s_o / p_den).unsqueeze(1)
+            step_o = (chi[:, 0] * weight[:, 0] if probe.shape[0] == 1
+                      else (chi * weight).sum(dim=1))
+            obj_flat.scatter_add_(0, flat, step_o.view(-1))
+
+        if update_probe:
+            o_int = abs2(patches)
+            o_max = o_int.amax(dim=(-2, -1), keepdim=True)
+            o_den = (o_max.sum() if a_p == 1
+                     else ((1 - a_p) * o_int + a_p * o_max).sum(dim=0))
+            if windows.has_fraction:
+                p_num = windows.unshift(patches.conj()[:, None] * chi, idx).sum(dim=0)
+            elif probe.shape[0] == 1:
+                p_num = (chi[:, 0] * patches.conj()).sum(dim=0, keepdim=True)
+            else:
+                p_num = (chi * patches.conj()[:, None]).sum(dim=0)
+            probe.add_(p_num.mul_(s_p / o_den.clamp(min=1e-12 * float(o_den.max()))))
+        return err
+
+
+class EPIE(_PIE):
+    """Extended ptychographic iterative engine (Maiden & Rodenburg 2009)."""
+
+    name = "epie"
+    description = "ePIE (Maiden & Rodenburg 2009)"
+    Config = EPIEConfig
+
+    def weights(self, config: EPIEConfig) -> tuple[float, float, float, float]:
+        return 1.0, config.alpha, 1.0, config.beta
+
+
+class RPIE(_PIE):
+    """Regularised PIE (Maiden, Johnson & Li 2017)."""
+
+    name = "rpie"
+    description = "rPIE (Maiden, Johnson & Li 2017)"
+    Config = RPIEConfig
+
+    def weights(self, config: RPIEConfig) -> tuple[float, float, float, float]:
+        return config.alpha, 1.0, config.beta, 1.0
+
+
+@dataclass
+class DMConfig(PtychoConfig):
+    """Difference-map parameters (plus :class:`~napari_ptycho.engines.common.PtychoConfig`;
+    ``batch_size`` is ignored: every projection acts on all positions at once).
+
+    Parameters
+    ----------
+    overlap_iterations : int
+        Alternating object/probe solves inside each overlap projection.
+    regularization : float
+        Tikhonov weight, relative to the largest illumination, that pulls poorly lit
+        object (or probe) pixels towards their previous value instead of dividing by ~0.
+    """
+
+    overlap_iterations: int = 2
+    regularization: float = 1e-3
+
+    def validate(self) -> None:
+        """Refuse impossible values (raises ValueError)."""
+        super().validate()
+        if int(self.overlap_iterations) < 1:
+            raise ValueError(f"overlap_iterations must be >= 1 (got {self.overlap_iterations})")
+        if not (math.isfinite(self.regularization) and self.regularization > 0):
+            raise ValueError(f"regularization must be a positive number "
+                             f"(got {self.regularization})")
+        if self.position_refinement:
+            raise ValueError("position_refinement is not available for the projection "
+                             "engines (dm, raar); use rpie or lsqml")
+
+
+@dataclass
+class RAARConfig(DMConfig):
+    """RAAR parameters (plus :class:`DMConfig`).
+
+    Parameters
+    ----------
+    beta : float
+        Relaxation β in (0, 1]; β = 1 is the difference map with the projections swapped,
+        smaller β leans towards plain alternating projections (Luke 2004 uses 0.5–0.9).
+    """
+
+    beta: float = 0.75
+
+    def validate(self) -> None:
+        """Refuse impossible values (raises ValueError)."""
+        super().validate()
+        _check_unit("beta", self.beta)
+
+
+class _Projections(IterativeEngine):
+    """Exit-wave iterates over all positions with a modulus and an overlap projection."""
+
+    def setup(self, problem: Problem, config: Any) -> None:
+        w = problem.windows
+        self.psi = w.probes(problem.probe) * w.gather(problem.obj)[:, None]
+        h, wd = problem.detector.detector_shape
+        # cache-sized chunks for the detector-side work
+        self.chunk = max(1, 2 ** 18 // (problem.probe.shape[0] * h * wd))
+
+    def modes_mixed(self, problem: Problem, u: torch.Tensor) -> None:
+        self.psi = torch.einsum("km,nmhw->nkhw", u, self.psi)
+
+    def overlap_projection(self, problem: Problem, config: Any, waves: torch.Tensor,
+                           update_probe: bool) -> torch.Tensor:
+        """Object and probe that best explain ``waves`` (alternating least squares), and
+        the exit waves they produce."""
+        w, reg = problem.windows, config.regularization
+        n = problem.n_patterns
+        for _ in range(config.overlap_iterations):
+            probes = w.probes(problem.probe)
+            num = torch.zeros_like(problem.obj)
+            den = torch.zeros(problem.obj.shape, dtype=torch.float32, device=problem.device)
+            w.scatter_add(num, (waves * probes.conj()).sum(dim=1))
+            w.scatter_add(den, abs2(probes).sum(dim=1).expand(n, *w.probe_shape).contiguous())
+            r = reg * float(den.max())
+            problem.obj = (num + r * problem.obj) / (den + r)
+            if update_probe:
+                # a preconditioned step rather than the closed form: with sub-pixel
+                # shifts the closed form is only approximate and makes DM diverge; for
+                # whole-pixel positions both are the same
+                patches = w.gather(problem.obj)
+                resid = waves - w.probes(problem.probe) * patches[:, None]
+                p_num = w.unshift(resid * patches.conj()[:, None]).sum(dim=0)
+                p_den = abs2(patches).sum(dim=0)
+                r = reg * float(p_den.max())
+                problem.probe = problem.probe + p_num / (p_den + r)
+        return w.probes(problem.probe) * w.gather(problem.obj)[:, None]
+
+    def fourier_projection(self, problem: Problem, waves: torch.Tensor) -> torch.Tensor:
+        """P_F: exit waves whose propagated modulus matches the data (chunked)."""
+        out = torch.empty_like(waves)
+        for start in range(0, problem.n_patterns, self.chunk):
+            sl = slice(start, start + self.chunk)
+            fields = problem.detector.forward(waves[sl])
+            modulus_projection(fields, problem.amplitudes[sl], problem.mask)
+            out[sl] = problem.detector.backward(fields)
+        return out
+
+    def error(self, problem: Problem, waves: torch.Tensor) -> torch.Tensor:
+        """Σ_valid (|Ψ| − √I)² of ``waves`` (chunked)."""
+        err = torch.zeros((), dtype=torch.float64, device=problem.device)
+        for start in range(0, problem.n_patterns, self.chunk):
+            sl = slice(start, start + self.chunk)
+            err += data_error(problem.detector.forward(waves[sl]), problem.amplitudes[sl],
+                              problem.mask)
+        return err
+
+    def _update_probe(self, config: Any, done: int) -> bool:
+        return bool(config.update_probe and done >= config.probe_update_start)
+
+
+class DM(_Projections):
+    """Difference map (Thibault et al. 2009): ψ ← ψ + P_F(2 P_O ψ − ψ) − P_O ψ."""
+
+    name = "dm"
+    description = "Difference map (Thibault et al. 2009)"
+    Config = DMConfig
+
+    def iterate(self, problem: Problem, config: DMConfig, done: int) -> torch.Tensor:
+        phi = self.overlap_projection(problem, config, self.psi,
+                                      self._update_probe(config, done))
+        err = self.error(problem, phi)
+        self.psi += self.fourier_projection(problem, 2 * phi - self.psi) - phi
+        return err
+
+
+class RAAR(_Projections):
+    """RAAR (Luke 2004): ψ ← β/2 (R_O R_F + I) ψ + (1 − β) P_F ψ, i.e.
+    ``β (ψ + P_O(2 P_F ψ − ψ) − P_F ψ) + (1 − β) P_F ψ``."""
+
+    name = "raar"
+    description = "RAAR (Luke 2004)"
+    Config = RAARConfig
+
+    def iterate(self, problem: Problem, config: RAARConfig, done: int) -> torch.Tensor:
+        pf = self.fourier_projection(problem, self.psi)
+        phi = self.overlap_projection(problem, config, 2 * pf - self.psi,
+                                      self._update_probe(config, done))
+        err = self.error(problem, phi)
+        b = config.beta
+        self.psi = b * (self.psi + phi - pf) + (1 - b) * pf
+        return err
