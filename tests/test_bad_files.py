@@ -73,11 +73,12 @@ def make_case(kind: str, path: Path, rng: np.random.Generator) -> Path:
         write_cxi(p, data=good[0])
     elif kind == "nan_counts":
         bad = good.copy()
-        bad[0, int(rng.integers(8)), int(rng.integers(8))] = rng.choice([np.nan, np.inf])
+        bad[int(rng.integers(n)), int(rng.integers(8)), int(rng.integers(8))] = rng.choice(
+            [np.nan, np.inf])
         write_cxi(p, data=bad)
     elif kind == "negative_counts":
         bad = good.copy()
-        bad[-1, 0, 0] = -float(rng.integers(1, 100))
+        bad[int(rng.integers(n)), 0, 0] = -float(rng.integers(1, 100))
         write_cxi(p, data=bad)
     elif kind == "complex_counts":
         write_cxi(p, data=good.astype(np.complex64))
@@ -126,6 +127,27 @@ def make_case(kind: str, path: Path, rng: np.random.Generator) -> Path:
 
         p = path.with_suffix(".tif")
         tifffile.imwrite(p, np.full((4, 8, 8), np.nan, np.float32))
+    elif kind == "generic_count_mismatch":
+        p = path.with_suffix(".h5")
+        with h5py.File(p, "w") as f:
+            f["entry/data/frames"] = good
+            for axis in ("x", "y"):
+                f[f"entry/sample/{axis}"] = np.arange(n + int(rng.integers(1, 3)), dtype=float)
+                f[f"entry/sample/{axis}"].attrs["units"] = "pixel"
+    elif kind == "bragg_nan_volume":
+        p = path.with_suffix(".h5")
+        vol = rng.poisson(3, size=(6, 6, 6)).astype(np.float32)
+        vol[int(rng.integers(6)), 0, 0] = np.nan
+        with h5py.File(p, "w") as f:
+            f.attrs["napari_ptycho_kind"] = "bragg"
+            f["bragg/intensity"] = vol
+    elif kind == "tiff_sidecar_mismatch":
+        import tifffile
+
+        p = path.with_suffix(".tif")
+        tifffile.imwrite(p, good[:, :8, :8])
+        np.savetxt(path.with_name(p.stem + "_positions.csv"),
+                   np.zeros((n + int(rng.integers(1, 4)), 2)), delimiter=",")
     else:  # pragma: no cover - the strategy only draws known kinds
         raise AssertionError(kind)
     return p
@@ -135,7 +157,8 @@ KINDS = ["truncated", "garbage", "missing_positions", "count_mismatch", "non_squ
          "tiny_frames", "two_d", "nan_counts", "negative_counts", "complex_counts", "empty",
          "absurd_size", "energy_in_ev", "distance_in_mm", "translation_in_um",
          "nan_positions", "string_data", "no_stack_hdf5", "pickled_npz", "npz_wrong_keys",
-         "npz_amplitude_2d", "pickled_npy", "object_npy", "negative_npy", "flat_tiff"]
+         "npz_amplitude_2d", "pickled_npy", "object_npy", "negative_npy", "flat_tiff",
+         "generic_count_mismatch", "bragg_nan_volume", "tiff_sidecar_mismatch"]
 
 
 @pytest.fixture
@@ -152,7 +175,7 @@ def test_every_malformed_file_gives_a_clear_message_not_a_crash(notifications):
     written: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
 
-        @settings(max_examples=230, deadline=None, database=None,
+        @settings(max_examples=260, deadline=None, database=None, derandomize=True,
                   suppress_health_check=[HealthCheck.too_slow])
         @given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**32 - 1))
         def check(kind: str, seed: int) -> None:

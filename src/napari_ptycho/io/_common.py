@@ -20,6 +20,8 @@ import numpy as np
 #: Largest detector frame side and pattern count we accept; beyond that a file is corrupt.
 MAX_FRAME_SIDE = 16384
 MAX_PATTERNS = 10_000_000
+#: Stacks up to this size are validated whole on open; larger ones at sampled frames.
+FULL_CHECK_BYTES = 32 * 2**20
 #: Positions margin (object pixels) left free above/left of the first probe window.
 DEFAULT_MARGIN = 4
 #: Target size of one dask chunk: small, so showing one slice reads about one frame.
@@ -77,8 +79,15 @@ def check_stack(path: Any, shape: tuple[int, ...], dtype: Any, what: str = "diff
 
 
 def sample_frames(stack: Any, count: int = 3) -> np.ndarray:
-    """Read up to ``count`` evenly spaced frames of a (possibly lazy) stack as float64."""
+    """Frames to validate and to set contrast from, as float64.
+
+    A stack up to :data:`FULL_CHECK_BYTES` is read whole (every frame validated); a
+    larger one only at ``count`` evenly spaced frames, so opening stays lazy.
+    """
     n = int(stack.shape[0])
+    nbytes = n * int(np.prod(stack.shape[1:])) * np.dtype(stack.dtype).itemsize
+    if nbytes <= FULL_CHECK_BYTES:
+        return np.asarray(stack[()] if n else stack[:0], dtype=np.float64)
     idx = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(count, n))})
     frames = [np.asarray(stack[i]) for i in idx]
     return np.stack(frames).astype(np.float64)

@@ -138,12 +138,12 @@ def read_npy_volume(path: str | Path, *, amplitudes: bool = False) -> BraggData:
     except (OSError, ValueError, EOFError) as exc:
         raise c.fail(path, f"not a readable .npy array: {exc}") from None
     c.check_stack(path, arr.shape, arr.dtype, what="volume", square=False)
-    c.check_counts(path, np.asarray(arr[:: max(1, arr.shape[0] // 4)], dtype=np.float64),
-                   what="volume")
+    sample = c.sample_frames(arr)
+    c.check_counts(path, sample, what="volume")
     volume = np.square(np.asarray(arr, dtype=np.float32)) if amplitudes else arr
     meta = {"source": str(path), "format": "npy", "name": Path(str(path)).stem,
             "amplitudes_squared": amplitudes,
-            "contrast_sample": list(c.contrast_limits(np.asarray(volume[::4])))}
+            "contrast_sample": list(c.contrast_limits(sample ** 2 if amplitudes else sample))}
     try:
         return BraggData(volume, Geometry(), metadata=meta)
     except ValueError as exc:

@@ -80,14 +80,13 @@ def read_tiff(path: str | Path, *, amplitudes: bool = False,
         raise c.fail(path, f"not a readable TIFF stack: {exc}") from None
     if tuple(arr.shape) != shape:
         arr = np.asarray(arr).reshape(shape)
-    c.check_counts(path, np.asarray(arr[:: max(1, shape[0] // 4)], dtype=np.float64),
-                   what="TIFF stack")
+    sample = c.sample_frames(arr)
+    c.check_counts(path, sample, what="TIFF stack")
     data = np.square(np.asarray(arr, dtype=np.float32)) if amplitudes else arr
     meta = {"source": str(path), "format": "tiff", "name": path.stem,
             "amplitudes_squared": amplitudes, "imagej": {k: v for k, v in ij.items()
                                                          if isinstance(v, (str, int, float))},
-            "contrast_sample": list(c.contrast_limits(np.asarray(data[:: max(1, shape[0] // 4)
-                                                                      ])))}
+            "contrast_sample": list(c.contrast_limits(sample ** 2 if amplitudes else sample))}
     side = _sidecar(path)
     try:
         if side is None:
