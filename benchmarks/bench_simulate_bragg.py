@@ -117,6 +117,12 @@ def main() -> int:
                ("er_iteration", er_iteration), ("er_with_shrink_wrap", er_with_shrink_wrap))}
     for name, ratio in ratios.items():
         result[f"{name}_over_fft_pair_paired_median"] = ratio
+    # with ~10 runnable processes on 2 cores the scheduler's time slice is a few ms, so
+    # work longer than that is nearly always pre-empted and even its minimum is inflated;
+    # the sum of the separately timed minima is the better estimate of an unloaded run
+    sum_min = timed["er_iteration"][0] + timed["shrink_wrap"][0]
+    result["er_plus_shrink_wrap_sum_of_minima_ms"] = 1e3 * sum_min
+    result["er_plus_shrink_wrap_sum_of_minima_over_fft_pair"] = sum_min / pair_min
     for name, (t_min, _) in sims.items():
         result[f"{name}_s_min"] = t_min
     print(json.dumps(result))
@@ -132,6 +138,8 @@ def main() -> int:
         paired = f"{ratios[name]:.2f}" if name in ratios else ""
         print(f"| {labels[name]} | {1e3 * t_min:.2f} ms | {1e3 * t_med:.2f} ms "
               f"| {t_min / pair_min:.2f} | {paired} |")
+    print(f"| ER step + shrink_wrap, sum of the separate minima | {1e3 * sum_min:.2f} ms | "
+          f"| {sum_min / pair_min:.2f} | |")
     for name, (t_min, t_med) in sims.items():
         print(f"| {name} | {t_min:.2f} s | {t_med:.2f} s | | |")
     return 0
