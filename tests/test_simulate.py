@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_ptycho.data import BraggData, PtychoData
 from napari_ptycho.physics.bragg import bragg_intensity
@@ -115,6 +117,16 @@ def test_simulated_overlap_equals_requested_within_2_percent(scan, overlap):
     data = simulate_ptycho(scan=scan, overlap=overlap, noise="none", **SMALL)
     measured = measure_overlap(data.positions, data.truth_probe)
     assert measured == pytest.approx(overlap, rel=0.02)
+
+
+@settings(max_examples=25, deadline=None)
+@given(overlap=st.floats(0.1, 0.9), fwhm=st.floats(5.0, 14.0),
+       scan=st.sampled_from(["raster", "spiral"]))
+def test_scan_generator_hits_any_requested_overlap_within_2_percent(overlap, fwhm, scan):
+    probe = gaussian_probe(32, fwhm=fwhm)
+    step = (1 - overlap) * probe_fwhm(probe)
+    pos = make_scan(scan, (120, 120), (32, 32), step)
+    assert measure_overlap(pos, probe) == pytest.approx(overlap, rel=0.02)
 
 
 def test_positions_keep_every_probe_window_inside_the_object():
