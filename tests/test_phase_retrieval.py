@@ -60,7 +60,11 @@ def test_engine_reduces_chi2_and_recovers_the_crystal(crystal, method: str, iter
     # 1e6 photons over 32³ voxels: the Poisson floor of χ² is about (32³ / 4) / 1e6 ≈ 0.008
     assert final.extras["chi2"] < 0.015
     assert final.extras["support"].dtype == bool
-    assert _match(final.object, truth) > 0.92
+    # one ER iteration from a random start matches at 0.55-0.71; the 10 % shrink-wrap keeps
+    # a rim of weak noise-fitted voxels around this sharp-edged, 1e6-photon crystal, which
+    # costs some correlation (0.2 would give > 0.92 here but is worse on simulate_bragg's
+    # crystals and the real data: docs/benchmarks.md)
+    assert _match(final.object, truth) > 0.8
 
 
 def test_free_voxels_are_excluded_from_the_fit(crystal) -> None:

@@ -72,7 +72,7 @@ class PhaseRetrievalConfig(BaseConfig):
     update_every: int = 10
     recipe: str = "ER"
     beta: float = 0.9
-    support_threshold: float = 0.2
+    support_threshold: float = 0.1
     shrinkwrap_every: int = 20
     sigma_start: float = 2.0
     sigma_end: float = 1.0
