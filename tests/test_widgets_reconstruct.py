@@ -13,6 +13,7 @@ from napari_ptycho._widgets._layers import (  # noqa: E402
     RESULT_KEY,
     ROLE_KEY,
     SOURCE_KEY,
+    display_name,
     source_key,
 )
 from napari_ptycho._widgets.reconstruct import ReconstructionWidget  # noqa: E402
@@ -169,8 +170,10 @@ def test_epie_on_sample_scan_streams_updates_into_the_same_layers(make_napari_vi
     assert scan_layer is not None and scan_layer.name.startswith("siemens")
     seen = []
 
+    name = display_name(scan_layer.name)
+    assert name == "siemens"
+
     def record(ctx, result):
-        name = scan_layer.name
         seen.append((viewer.layers[f"{name} amplitude"],
                      viewer.layers[f"{name} amplitude"].data.copy(),
                      viewer.layers[f"{name} phase"].data.copy(),
@@ -189,7 +192,7 @@ def test_epie_on_sample_scan_streams_updates_into_the_same_layers(make_napari_vi
         assert not np.allclose(seen[0][k], seen[-1][k])
     roles = [ly.metadata[ROLE_KEY] for ly in _outputs(viewer)]
     assert sorted(roles) == sorted(ROLES)
-    amp = viewer.layers[f"{scan_layer.name} amplitude"]
+    amp = viewer.layers[f"{name} amplitude"]
     data = scan_layer.metadata["ptycho_data"]
     assert amp.scale[-1] == pytest.approx(data.geometry.object_pixel_size * 1e6)
     assert tuple(str(u) for u in amp.units) == ("micrometer", "micrometer")

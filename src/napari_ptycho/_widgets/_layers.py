@@ -17,7 +17,7 @@ ROLE_KEY = "ptycho_role"
 SOURCE_KEY = "ptycho_source"
 RUN_KEY = "ptycho_run"
 RESULT_KEY = "ptycho_result"
-_GAP = 8  # pixels between the object and the probe tiles
+_GAP = 8  # pixels between the side-by-side images
 
 
 def source_key(layer: Any) -> str:
@@ -79,6 +79,14 @@ def display_scale(geometry: Any) -> tuple[float, str | None]:
     if px:
         return float(px) * 1e6, "um"
     return 1.0, None
+
+
+def display_name(layer_name: str) -> str:
+    """Prefix for output layer names: the input's name without the reader's suffix."""
+    for suffix in (" diffraction (log10)", " diffraction"):
+        if layer_name.endswith(suffix):
+            return layer_name[: -len(suffix)]
+    return layer_name
 
 
 def find_output_layer(viewer: Any, key: str, role: str) -> Any:
@@ -143,19 +151,22 @@ class PtychoLayers:
         md = {**metadata, "pixel_size": self.pixel_size, "units": self.units or "pixel"}
         obj = np.asarray(snap.object)
         amp = np.abs(obj).astype(np.float32)
+        # side by side: amplitude | phase | probe amplitude over probe phase; the HSV
+        # composite (hidden) and the positions lie over the amplitude
+        step = obj.shape[1] + _GAP
         out = {
             "amplitude": upsert_layer(v, "image", k, "amplitude", f"{n} amplitude", amp, md,
                                       colormap="gray", **self._kw()),
             "phase": upsert_layer(v, "image", k, "phase", f"{n} phase",
                                   np.angle(obj).astype(np.float32), md, colormap="twilight",
-                                  contrast_limits=(-np.pi, np.pi), **self._kw()),
+                                  contrast_limits=(-np.pi, np.pi), **self._kw((0.0, step))),
             "hsv": upsert_layer(v, "image", k, "hsv", f"{n} HSV", complex_to_rgb(obj), md,
                                 rgb=True, visible=False, **self._kw()),
         }
         out["amplitude"].reset_contrast_limits()
         if snap.probe is not None:
             tiled = tile_modes(snap.probe)
-            right = obj.shape[1] + _GAP
+            right = 2 * step
             below = tiled.shape[0] + _GAP
             out["probe_amplitude"] = upsert_layer(
                 v, "image", k, "probe_amplitude", f"{n} probe amplitude",
@@ -171,6 +182,6 @@ class PtychoLayers:
             centres = scan_centres(pos, probe_shape)
             out["positions"] = upsert_layer(
                 v, "points", k, "positions", f"{n} positions", centres, md,
-                size=max(2.0, min(probe_shape) / 10), face_color="#00d0ff", opacity=0.6,
+                size=max(1.0, min(probe_shape) / 24), face_color="#00d0ff", opacity=0.5,
                 border_width=0, **self._kw())
         return out

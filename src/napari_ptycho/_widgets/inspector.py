@@ -56,6 +56,7 @@ class ScanInspectorWidget(QWidget):
         self.info = QLabel("Click a scan position on the object, or choose an index.")
         self.info.setWordWrap(True)
         self.plot = ThemedCanvas(napari_viewer, ncols=2)
+        self.plot.setMinimumHeight(200)
         self.measured_ax, self.model_ax = self.plot.axes
         self.measured: np.ndarray | None = None
         self.model: np.ndarray | None = None

@@ -76,6 +76,7 @@ class PlotsWidget(QWidget):
         self.viewer = napari_viewer
         self.hub = hub_for(napari_viewer)
         self.plot = ThemedCanvas(napari_viewer, nrows=2)
+        self.plot.setMinimumHeight(360)  # two readable axes; smaller collapses the layout
         self.loss_ax, self.frc_ax = self.plot.axes
         self.half_button = QPushButton("Half-set FRC (odd/even positions)")
         self.info = QLabel("Run a reconstruction to see its error and FRC.")

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -28,6 +29,7 @@ from napari_ptycho._widgets._layers import (
     RESULT_KEY,
     RUN_KEY,
     PtychoLayers,
+    display_name,
     source_key,
 )
 from napari_ptycho._widgets._runner import RunContext, StreamRunner
@@ -116,11 +118,17 @@ class ReconstructionWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.description)
-        layout.addLayout(self.form_holder)
+        # long Configs scroll instead of pushing the buttons (and the plots dock) away
+        holder = QWidget()
+        holder.setLayout(self.form_holder)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(holder)
+        scroll.setMinimumHeight(200)
+        layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
         layout.addLayout(more)
         layout.addWidget(self.status)
-        layout.addStretch(1)
 
         self.method_box.currentTextChanged.connect(self._build_form)
         self.start_button.clicked.connect(lambda: self._guard(self.start))
@@ -134,10 +142,12 @@ class ReconstructionWidget(QWidget):
             ev.connect(self._refresh_scans)
 
         names = methods_for(2)
-        self.method_box.addItems(sorted(names))
         last = self.settings.get("_last").get("method", "epie")
+        self.method_box.blockSignals(True)  # building a form remembers it as "last"
+        self.method_box.addItems(sorted(names))
         if last in names:
             self.method_box.setCurrentText(last)
+        self.method_box.blockSignals(False)
         self._build_form(self.method_box.currentText())
         self._refresh_scans()
         self._set_running(False)
@@ -236,7 +246,8 @@ class ReconstructionWidget(QWidget):
                 raise ValueError(f"no result to continue for {layer.name!r}: run it first")
         ctx = RunContext(data=layer.metadata[DATA_KEY], method=method, config=config,
                          source_name=layer.name, source_key=key, init=init)
-        self._layers = PtychoLayers(self.viewer, key, layer.name, ctx.data.geometry)
+        self._layers = PtychoLayers(self.viewer, key, display_name(layer.name),
+                                    ctx.data.geometry)
         # Creating layers costs a second or more the first time (vispy visuals); doing it
         # here, before the worker starts, keeps later updates cheap and the UI fluid.
         self._show(ctx, init if init is not None else initial_state(ctx), init)

@@ -1,0 +1,125 @@
+"""The ``napari-ptycho gui`` command and the small pure helpers behind the docks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_ptycho._widgets._forms import ConfigForm, field_docs  # noqa: E402
+from napari_ptycho._widgets._layers import (  # noqa: E402
+    complex_to_rgb,
+    display_name,
+    scan_centres,
+    tile_modes,
+)
+from napari_ptycho._widgets._settings import WidgetSettings  # noqa: E402
+from napari_ptycho.commands import gui  # noqa: E402
+from napari_ptycho.engines.config import BaseConfig  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_PTYCHO_CONFIG_DIR", str(tmp_path / "config"))
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    gui.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_gui_flags_refuse_bad_values_with_clear_messages():
+    with pytest.raises(ValueError, match="--quit-after"):
+        gui._check(_args("--quit-after", "0"))
+    with pytest.raises(ValueError, match=r"\.png"):
+        gui._check(_args("--screenshot", "shot.jpg"))
+    with pytest.raises(ValueError, match="--run needs a scan"):
+        gui._check(_args("--run", "3", "--sample", "none"))
+    gui._check(_args("--screenshot", "a.png", "--quit-after", "2"))
+
+
+def test_build_viewer_docks_both_widgets_and_opens_the_sample(make_napari_viewer):
+    make_napari_viewer()  # installs napari's test fixtures' clean-up for the viewer below
+    viewer, docks = gui.build_viewer("siemens", "epie", "cpu", show=False)
+    try:
+        recon = docks["reconstruct"]
+        assert recon.selected_layer() is not None
+        assert recon.method_box.currentText() == "epie"
+        assert recon.form.values()["device"] == "cpu"
+        assert "plots" in docks
+        with pytest.raises(ValueError, match="sample must be one of"):
+            gui.build_viewer("mars")
+    finally:
+        viewer.close()
+
+
+@pytest.mark.slow
+def test_gui_command_saves_a_non_blank_screenshot_and_quits(tmp_path):
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("needs an X display (pytest-xvfb provides one)")
+    shot = tmp_path / "gui.png"
+    env = {**os.environ, "NAPARI_PTYCHO_CONFIG_DIR": str(tmp_path / "cfg")}
+    proc = subprocess.run([sys.executable, "-m", "napari_ptycho.cli", "gui", "--sample",
+                           "none", "--screenshot", str(shot), "--quit-after", "3"],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from skimage.io import imread
+
+    image = imread(shot)
+    assert image.shape[0] > 500 and image.shape[1] > 800
+    assert image[..., :3].std() > 10
+
+
+def test_form_is_typed_from_the_dataclass_and_validates():
+    form = ConfigForm(BaseConfig, {"seed": 4, "nonsense": 1, "device": "tpu"},
+                      hidden=["update_every"])
+    assert form.values() == {"iterations": 100, "seed": 4, "device": "auto"}
+    assert form.container["iterations"].widget_type == "SpinBox"
+    assert form.container["device"].widget_type == "ComboBox"
+    assert "Random seed" in (form.container["seed"].tooltip or "")
+    form.container["iterations"].value = 0
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        form.config(update_every=1)
+    form.reset()
+    assert form.config(update_every=1) == BaseConfig(update_every=1)
+    assert field_docs(BaseConfig)["update_every"].startswith("Yield a snapshot")
+
+
+def test_settings_survive_corrupt_files_and_are_per_section(tmp_path):
+    path = tmp_path / "s.json"
+    store = WidgetSettings("reconstruct", path)
+    assert store.get("epie") == {}
+    store.set("epie", {"alpha": 0.5, "seed": np.int64(3)})
+    store.set("rpie", {"alpha": 0.1})
+    assert WidgetSettings("reconstruct", path).get("epie") == {"alpha": 0.5, "seed": 3}
+    store.clear("epie")
+    assert store.get("epie") == {} and store.get("rpie") == {"alpha": 0.1}
+    path.write_text("{not json")
+    assert store.get("rpie") == {}
+    with pytest.raises(ValueError, match="widget"):
+        WidgetSettings("")
+
+
+def test_layer_helpers_composite_tiles_and_centres():
+    field_ = np.array([[1.0, 1j], [-1.0, 0.0]], dtype=np.complex64)
+    rgb = complex_to_rgb(field_, vmax=1.0)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.float32
+    assert np.all(rgb[1, 1] == 0)  # zero amplitude is black whatever the phase
+    assert not np.allclose(rgb[0, 0], rgb[0, 1])  # phase sets the hue
+    with pytest.raises(ValueError, match="complex"):
+        complex_to_rgb(np.ones((2, 2)))
+    probe = np.stack([np.full((3, 4), 1 + 0j), np.full((3, 4), 2j)])
+    tiled = tile_modes(probe, gap=2)
+    assert tiled.shape == (3, 10)
+    assert np.all(tiled[:, :4] == 1) and np.all(tiled[:, 6:] == 2j)
+    assert np.all(tiled[:, 4:6] == 0)
+    assert np.allclose(scan_centres(np.array([[0.0, 10.0]]), (5, 8)), [[2.0, 13.5]])
+    assert display_name("siemens diffraction (log10)") == "siemens"
+    assert display_name("A") == "A"
