@@ -83,6 +83,15 @@ def test_far_field_of_focused_probe_through_empty_object_is_the_lens_pupil():
     assert pattern[32, 32 + bright.max() + 4] < 0.05  # nothing outside the aperture
 
 
+@pytest.mark.parametrize("kind", ["focused", "gaussian"])
+def test_requested_probe_fwhm_is_met_within_3_percent(kind):
+    data = simulate_ptycho(probe=kind, probe_fwhm=11.0, noise="none", **SMALL)
+    assert data.metadata["probe_fwhm_px"] == pytest.approx(11.0, rel=0.03)
+    assert probe_fwhm(data.truth_probe) == pytest.approx(11.0, rel=0.03)
+    with pytest.raises(ValueError, match="fwhm"):
+        simulate_ptycho(probe=kind, probe_fwhm=40.0, **SMALL)
+
+
 def test_incoherent_modes_are_orthogonal_with_decreasing_power():
     modes = add_incoherent_modes(focused_probe(32), 4)
     gram = np.einsum("aij,bij->ab", modes.conj(), modes)

@@ -22,7 +22,8 @@ from napari_ptycho.physics._checks import (
 )
 from napari_ptycho.physics.noise import NOISE_KINDS, add_noise, check_alpha, check_sigma
 from napari_ptycho.physics.objects import OBJECT_KINDS, make_object
-from napari_ptycho.physics.probes import PROBE_KINDS, make_probe, probe_fwhm
+from napari_ptycho.physics.probes import PROBE_KINDS, make_probe
+from napari_ptycho.physics.probes import probe_fwhm as measure_fwhm
 from napari_ptycho.physics.scans import SCAN_KINDS, make_scan, measure_overlap, step_for_overlap
 
 #: Plausible far-field set-up: 8 keV, 2 m to a 75 µm-pixel photon-counting detector.
@@ -78,7 +79,8 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
                     margin: int = 1, position_error: float = 0.0,
                     probe_array: np.ndarray | None = None,
                     positions: np.ndarray | None = None,
-                    near_field_distance: float | None = None) -> PtychoData:
+                    near_field_distance: float | None = None,
+                    probe_fwhm: float | None = None) -> PtychoData:
     """Simulate a far-field ptychography scan with ground truth.
 
     Parameters
@@ -141,6 +143,13 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         metres instead of far field. The object pixel is kept at the far-field value
         (``Geometry.pixel_size_override``); Fresnel fringes need roughly
         ``λ z / Δx² >`` a few pixels, i.e. z of order 0.1 mm at the defaults.
+
+    probe_fwhm : float, optional
+        Amplitude FWHM of the generated probe in pixels (default: about
+        ``probe_size / 4.5``, which keeps ~97 % of a focused probe's power in the central
+        half of the window, i.e. far-field patterns oversampled about twice). Wider
+        probes need fewer scan positions for the same overlap but sample the far field
+        more coarsely.
 
     Returns
     -------
@@ -206,8 +215,9 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         if probe_kind == "focused":
             probe_kwargs = {"wavelength": geometry.wavelength,
                             "pixel_size": geometry.object_pixel_size}
-        unit_probe = make_probe(probe_kind, probe_size, probe_modes, **probe_kwargs)
-    diameter = probe_fwhm(unit_probe)
+        unit_probe = make_probe(probe_kind, probe_size, probe_modes, fwhm=probe_fwhm,
+                                **probe_kwargs)
+    diameter = measure_fwhm(unit_probe)
     step = step_for_overlap(overlap, diameter)
     if positions is not None:
         true_positions = _user_positions(positions, obj_shape, (probe_size, probe_size))
@@ -248,6 +258,7 @@ def simulate_ptycho(object: str = "siemens", object_size: int = 128, probe_size:
         "sigma": sigma if noise in ("gaussian", "mixed") else None,
         "margin": margin, "position_error": position_error,
         "near_field_distance": geometry.propagation_distance,
+        "probe_fwhm": probe_fwhm if probe_array is None else None,
     }
     measured = (measure_overlap(true_positions, unit_probe) if len(true_positions) > 1
                 else None)
