@@ -1,7 +1,8 @@
 """Side script: time cohere-core's ER/HIO on an amplitude volume (run in cohere's own venv).
 
 Usage: ``python _cohere_side.py AMPLITUDES.npy SEQUENCE SW_EVERY THREADS`` prints one JSON
-line ``{"seconds", "iterations", "ms_per_iteration", "sequence", "shrink_wrap_every"}``.
+line ``{"seconds", "iterations", "ms_per_iteration", "cpu_ms_per_iteration", ...}``
+(``cpu`` = process CPU time, which a loaded machine inflates far less than wall time).
 cohere-core is never a dependency of napari-ptycho; benchmarks/bench_bragg.py calls this
 with the interpreter given by ``--cohere-python``.
 """
@@ -32,11 +33,12 @@ def main() -> None:
     }
     with contextlib.redirect_stdout(io.StringIO()):  # cohere prints progress
         rec = phasing.create_rec(params, path, "torch", -1, debug=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rec.iterate()
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = len(rec.errs)
     print(json.dumps({"seconds": seconds, "iterations": n, "ms_per_iteration": 1e3 * seconds / n,
+                      "cpu_ms_per_iteration": 1e3 * cpu / n,
                       "sequence": sequence, "shrink_wrap_every": every,
                       "final_error": float(rec.errs[-1])}))
 
