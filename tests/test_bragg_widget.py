@@ -12,6 +12,18 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small volumes gain nothing from threads, and on a loaded 2-core machine each parallel
+    region can stall on a descheduled sibling thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def dock(make_napari_viewer, qtbot):
     from napari_ptycho._widgets.bragg import BraggWidget

@@ -13,9 +13,28 @@ from napari_ptycho.engines.phase_retrieval import validate_intensity
 from napari_ptycho.engines.recipe import parse_recipe, schedule
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """32³ volumes are too small to gain from threads, and on a loaded 2-core machine every
+    parallel region can stall on a descheduled sibling thread: run this module on one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def crystal() -> tuple[np.ndarray, BraggData]:
     obj, intensity = toy_crystal()
+    return obj, BraggData(intensity, truth_object=obj)
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[np.ndarray, BraggData]:
+    """A 24³ crystal for the tests that check bookkeeping rather than convergence."""
+    obj, intensity = toy_crystal(n=24, radius=5)
     return obj, BraggData(intensity, truth_object=obj)
 
 
@@ -67,8 +86,8 @@ def test_engine_reduces_chi2_and_recovers_the_crystal(crystal, method: str, iter
     assert _match(final.object, truth) > 0.8
 
 
-def test_free_voxels_are_excluded_from_the_fit(crystal) -> None:
-    _, data = crystal
+def test_free_voxels_are_excluded_from_the_fit(small) -> None:
+    _, data = small
     ref = reconstruct(data, "er", iterations=40, update_every=40, seed=3, device="cpu")
     # the free set depends on seed and shape only: corrupt every voxel outside the fit
     rng = np.random.default_rng(3)
@@ -82,8 +101,8 @@ def test_free_voxels_are_excluded_from_the_fit(crystal) -> None:
     assert bad.extras["llk_free"] > 10 * ref.extras["llk_free"]
 
 
-def test_masked_voxels_are_not_fitted(crystal) -> None:
-    _, data = crystal
+def test_masked_voxels_are_not_fitted(small) -> None:
+    _, data = small
     mask = np.ones(data.shape, bool)
     mask[:3] = False
     ref = reconstruct(BraggData(data.intensity, mask=mask), "er", iterations=30,
@@ -95,8 +114,8 @@ def test_masked_voxels_are_not_fitted(crystal) -> None:
     np.testing.assert_allclose(bad.object, ref.object, atol=1e-4 * np.abs(ref.object).max())
 
 
-def test_best_of_several_starts_is_returned_with_the_ranking(crystal) -> None:
-    _, data = crystal
+def test_best_of_several_starts_is_returned_with_the_ranking(small) -> None:
+    _, data = small
     res = reconstruct(data, "hio", iterations=40, update_every=20, n_starts=3, device="cpu")
     ranking = res.extras["ranking"]
     assert [r["start"] for r in ranking] != [] and len(ranking) == 3
@@ -116,19 +135,19 @@ def test_init_from_a_prediction_with_its_support_stays_converged(crystal) -> Non
     np.testing.assert_array_equal(res.extras["support"], np.abs(truth) > 0)
 
 
-def test_averaging_the_last_iterates_keeps_the_fit(crystal) -> None:
-    _, data = crystal
+def test_averaging_the_last_iterates_keeps_the_fit(small) -> None:
+    _, data = small
     plain = reconstruct(data, "er", iterations=60, update_every=60, device="cpu")
     avg = reconstruct(data, "er", iterations=60, update_every=60, average_last=10,
                       device="cpu")
     assert avg.extras["chi2"] < 1.5 * plain.extras["chi2"] + 1e-4
 
 
-def test_non_finite_values_raise_engine_error_naming_the_iteration(crystal, monkeypatch
+def test_non_finite_values_raise_engine_error_naming_the_iteration(small, monkeypatch
                                                                    ) -> None:
     import torch
 
-    _, data = crystal
+    _, data = small
     real_ifftn, calls = torch.fft.ifftn, {"n": 0}
 
     def poisoned(x, *a, **k):
@@ -148,8 +167,8 @@ def test_non_finite_values_raise_engine_error_naming_the_iteration(crystal, monk
                                            ({"n_starts": 0}, "n_starts"),
                                            ({"free_fraction": 0.9}, "free_fraction"),
                                            ({"recipe": "5ER+"}, "recipe")])
-def test_impossible_configs_are_refused(crystal, override: dict, name: str) -> None:
-    _, data = crystal
+def test_impossible_configs_are_refused(small, override: dict, name: str) -> None:
+    _, data = small
     with pytest.raises(ValueError, match=name):
         reconstruct(data, "er", iterations=20, **override)
 
