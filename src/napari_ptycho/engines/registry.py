@@ -22,3 +22,10 @@ register("hio", _P + "phase_retrieval", "HIO", "Hybrid input-output with shrink-
 register("raar_3d", _P + "phase_retrieval", "RAAR3D", "RAAR with shrink-wrap (3D)", 3)
 register("er_hio", _P + "phase_retrieval", "ERHIO",
          "(20ER+160HIO+20ER)*3 baseline with shrink-wrap (3D)", 3)
+
+# PtychoPINN (physics-informed encoder-decoder) and its baselines
+register("pinn", _P + "pinn", "PINN", "PtychoPINN: train on this scan (Hoidn et al. 2023)", 2)
+register("pinn_infer", _P + "pinn", "PinnInfer", "PtychoPINN inference with a trained model", 2)
+register("basic_pinn", _P + "pinn", "BasicPINN", "PtychoPINN ablation: no overlap constraint", 2)
+register("supervised", _P + "pinn", "Supervised",
+         "Supervised encoder-decoder baseline (needs ground truth)", 2)
