@@ -110,8 +110,17 @@ def upsert_layer(viewer: Any, kind: str, key: str, role: str, name: str, data: A
     if layer is None or layer._type_string != kind:
         add = getattr(viewer, f"add_{kind}")
         return add(data, name=name, metadata=tags, **kwargs)
-    layer.data = data
     layer.metadata.update(tags)
+    current = layer.data
+    if (kind == "image" and isinstance(current, np.ndarray) and current.shape == data.shape
+            and current.dtype == data.dtype and current.flags.writeable):
+        # Same geometry: copy into the array the layer already owns and redraw it. The
+        # data setter would also recompute the viewer's dims and extents, which costs
+        # ~10 ms per layer on the main thread for nothing.
+        np.copyto(current, data)
+        layer.refresh(extent=False)
+        return layer
+    layer.data = data
     return layer
 
 
@@ -135,6 +144,7 @@ class PtychoLayers:
         self.name = name
         self.scale, self.units = display_scale(geometry)
         self.pixel_size = getattr(geometry, "object_pixel_size", None)
+        self._pending_hsv: tuple[np.ndarray, dict[str, Any]] | None = None
 
     def _kw(self, translate: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
         # layer.units is what the TIFF writer reads for the ImageJ pixel size
@@ -143,6 +153,25 @@ class PtychoLayers:
         if self.units:
             kw["units"] = (self.units, self.units)
         return kw
+
+    def _update_hsv(self, obj: np.ndarray, md: dict[str, Any]) -> Any:
+        """The HSV composite, computed only while it is visible (it is hidden at first)."""
+        layer = find_output_layer(self.viewer, self.key, "hsv")
+        self._pending_hsv = (obj, md)
+        if layer is not None and not layer.visible:
+            layer.metadata.update({**md, SOURCE_KEY: self.key, ROLE_KEY: "hsv"})
+            return layer
+        layer = upsert_layer(self.viewer, "image", self.key, "hsv", f"{self.name} HSV",
+                             complex_to_rgb(obj), md, rgb=True, visible=False, **self._kw())
+        if not getattr(layer, "_ptycho_hsv_hooked", False):
+            layer._ptycho_hsv_hooked = True
+            layer.events.visible.connect(self._hsv_shown)
+        return layer
+
+    def _hsv_shown(self, event: Any) -> None:
+        layer = find_output_layer(self.viewer, self.key, "hsv")
+        if layer is not None and layer.visible and self._pending_hsv is not None:
+            layer.data = complex_to_rgb(self._pending_hsv[0])
 
     def update(self, snap: Any, metadata: dict[str, Any], probe_shape: tuple[int, int],
                positions: np.ndarray | None = None) -> dict[str, Any]:
@@ -160,9 +189,8 @@ class PtychoLayers:
             "phase": upsert_layer(v, "image", k, "phase", f"{n} phase",
                                   np.angle(obj).astype(np.float32), md, colormap="twilight",
                                   contrast_limits=(-np.pi, np.pi), **self._kw((0.0, step))),
-            "hsv": upsert_layer(v, "image", k, "hsv", f"{n} HSV", complex_to_rgb(obj), md,
-                                rgb=True, visible=False, **self._kw()),
         }
+        out["hsv"] = self._update_hsv(obj, md)
         out["amplitude"].reset_contrast_limits()
         if snap.probe is not None:
             tiled = tile_modes(snap.probe)
@@ -180,6 +208,11 @@ class PtychoLayers:
         pos = snap.positions if snap.positions is not None else positions
         if pos is not None:
             centres = scan_centres(pos, probe_shape)
+            current = find_output_layer(v, k, "positions")
+            if current is not None and np.array_equal(current.data, centres):
+                current.metadata.update(md)  # unchanged: spare napari a points refresh
+                out["positions"] = current
+                return out
             out["positions"] = upsert_layer(
                 v, "points", k, "positions", f"{n} positions", centres, md,
                 size=max(1.0, min(probe_shape) / 24), face_color="#00d0ff", opacity=0.5,

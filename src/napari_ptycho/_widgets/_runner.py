@@ -129,6 +129,7 @@ class StreamRunner:
         self._pbar: Any = None
         self._pbar_n = 0
         self._cancelled = False
+        self._in_flush = False
         self._error: BaseException | None = None
         self._timer = QTimer()
         self._timer.setInterval(max(1, int(1000 / max_rate)))
@@ -217,13 +218,18 @@ class StreamRunner:
             return
         self._shown = slot.seq
         snap = slot.latest
-        if self._pbar is not None:
-            it = int(getattr(snap, "iteration", 0))
-            if it > self._pbar_n:
-                self._pbar.update(it - self._pbar_n)
-                self._pbar_n = it
-        self.updates += 1
-        self.on_update(ctx, snap)
+        self._in_flush = True
+        try:
+            self.updates += 1
+            self.on_update(ctx, snap)
+            if self._pbar is not None:
+                it = int(getattr(snap, "iteration", 0))
+                if it > self._pbar_n:
+                    # napari's progress bar may process Qt events in here (re-entrancy)
+                    self._pbar.update(it - self._pbar_n)
+                    self._pbar_n = it
+        finally:
+            self._in_flush = False
 
     def _on_errored(self, exc: BaseException) -> None:
         # napari's worker already relays the error to a notification (with traceback)
@@ -231,6 +237,9 @@ class StreamRunner:
 
     def _on_finished(self, ctx: RunContext, slot: _Slot, worker: Any) -> None:
         if worker is not self.worker:
+            return
+        if self._in_flush:  # delivered from inside a flush: finish once that flush is done
+            QTimer.singleShot(0, lambda: self._on_finished(ctx, slot, worker))
             return
         self._timer.stop()
         display_error: Exception | None = None

@@ -1,0 +1,146 @@
+"""GUI responsiveness while an ePIE run streams into a shown napari viewer.
+
+Measures, for a simulated 256² Siemens-star scan:
+
+* ``max_tick_gap_ms``: the longest gap between ticks of a 10 ms QTimer on the main thread
+  during the run (goal ≤ 100 ms: the UI never stalls);
+* ``updates_per_s``: how often the dock pushed a snapshot to the layers;
+* ``cancel_to_end_s``: from Cancel to the worker's end, mid-run (goal ≤ 1 s);
+* ``wall_ratio``: the run's wall time in the viewer over the same run headless (mean of a
+  headless run before and one after; goal ≤ 1.15).
+
+Run under a display (``xvfb-run -a .venv/bin/python benchmarks/bench_gui.py``). Prints one
+JSON object, then a table. ``--batch-size 0`` uses the engine's compact sets instead of
+all positions at once (a slower iteration, hence a slower cancel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=256, help="object side in pixels")
+    p.add_argument("--probe", type=int, default=64, help="probe window side in pixels")
+    p.add_argument("--overlap", type=float, default=0.3, help="scan overlap")
+    p.add_argument("--iterations", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=-1,
+                   help="ePIE batch size; -1 = all positions at once (default), 0 = compact "
+                        "sets")
+    p.add_argument("--json", default=None, help="also write the JSON here")
+    return p.parse_args(argv)
+
+
+def headless(data, config) -> float:
+    from napari_ptycho.engines import stream
+
+    t0 = time.perf_counter()
+    for _ in stream(data, "epie", config=config):
+        pass
+    return time.perf_counter() - t0
+
+
+def gui_run(viewer, dock, qapp, cancel_after_updates: int | None = None) -> dict:
+    from qtpy.QtCore import QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    dock.start()
+    cancel_at = None
+    while dock.runner.running:
+        qapp.processEvents()
+        time.sleep(0.001)
+        if (cancel_after_updates is not None and cancel_at is None
+                and dock.runner.updates >= cancel_after_updates):
+            cancel_at = time.perf_counter()
+            dock.cancel()
+    end = time.perf_counter()
+    timer.stop()
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    return {"wall_s": end - t0, "updates": dock.runner.updates,
+            "max_tick_gap_ms": 1000 * max(gaps) if gaps else float("nan"),
+            "ticks": len(ticks),
+            "cancel_to_end_s": (end - cancel_at) if cancel_at is not None else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        print("bench_gui: needs a display; run it with xvfb-run -a", file=sys.stderr)
+        return 2
+    os.environ.setdefault("NAPARI_PTYCHO_CONFIG_DIR", tempfile.mkdtemp())
+    import torch
+
+    torch.set_num_threads(2)
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_ptycho._widgets.reconstruct import ReconstructionWidget
+    from napari_ptycho.engines import make_config
+    from napari_ptycho.physics.simulate import simulate_ptycho
+
+    data = simulate_ptycho(object="siemens", object_size=args.size, probe_size=args.probe,
+                           overlap=args.overlap, photons=1e6, seed=0)
+    batch = data.n_patterns if args.batch_size < 0 else args.batch_size
+    params = {"iterations": args.iterations, "device": "cpu", "seed": 0,
+              "batch_size": batch}
+    config = make_config("epie", update_every=1, **params)
+    before = headless(data, config)
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    qapp = QApplication.instance()
+    viewer.add_image(data.intensities(), name="scan", metadata={"ptycho_data": data})
+    dock = ReconstructionWidget(viewer)
+    viewer.window.add_dock_widget(dock)
+    dock.method_box.setCurrentText("epie")
+    dock.form.set_values(params)
+    for _ in range(50):
+        qapp.processEvents()
+    run = gui_run(viewer, dock, qapp)
+    dock.form.set_values({"iterations": 10 * args.iterations})
+    cancel = gui_run(viewer, dock, qapp, cancel_after_updates=3)
+    viewer.close()
+    after = headless(data, config)
+
+    head = (before + after) / 2
+    out = {
+        "object": [args.size, args.size], "probe": args.probe, "positions": data.n_patterns,
+        "iterations": args.iterations, "batch_size": batch, "torch_threads": 2,
+        "headless_s": [round(before, 3), round(after, 3)],
+        "gui_wall_s": round(run["wall_s"], 3),
+        "wall_ratio": round(run["wall_s"] / head, 3),
+        "updates": run["updates"], "updates_per_s": round(run["updates"] / run["wall_s"], 2),
+        "max_tick_gap_ms": round(run["max_tick_gap_ms"], 1),
+        "max_tick_gap_ms_cancel_run": round(cancel["max_tick_gap_ms"], 1),
+        "cancel_to_end_s": round(cancel["cancel_to_end_s"], 3),
+        "cancel_iteration_s": round(head / args.iterations, 3),
+    }
+    print(json.dumps(out))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    rows = [
+        ("longest main-thread gap (10 ms QTimer)", f"{out['max_tick_gap_ms']} ms", "≤ 100 ms"),
+        ("layer updates per second", f"{out['updates_per_s']}", "≥ 2, ≤ 5"),
+        ("Cancel → worker end", f"{out['cancel_to_end_s']} s", "≤ 1 s"),
+        ("wall time in viewer / headless", f"{out['wall_ratio']}×", "≤ 1.15×"),
+    ]
+    print(f"\n{'measure':42s} {'value':>12s}  goal")
+    for name, value, goal in rows:
+        print(f"{name:42s} {value:>12s}  {goal}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
