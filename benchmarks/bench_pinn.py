@@ -1,0 +1,187 @@
+"""PtychoPINN benchmarks: fidelity (the paper's Table 2/3 shape) and speed vs ePIE.
+
+Fidelity: PtychoPINN, the supervised baseline and the basic-PINN ablation are trained on
+one simulated grouped-grid scan of a ``--train`` object strip (default Lines), then score
+held-out scans (new seeds) of Lines, GRF and Large features: MAE, PSNR and FRC50 of
+amplitude and phase (FRC50 in cycles per pixel, after removing shift and global phase).
+Test kinds other than the training kind are the out-of-distribution rows.
+
+Speed: inference of 1024 patterns (64²) including stitching, against ePIE on the same scan
+(``--epie-iterations`` timed and scaled to 100 when fewer are run).
+
+Prints JSON and a Markdown table; ``--out`` also writes the JSON. Example (recorded in
+docs/benchmarks.md)::
+
+    python benchmarks/bench_pinn.py --epochs 12 --filters 8 --object-size 128 \\
+        --train-copies 2 --epie-iterations 10 --out /tmp/bench_pinn.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METHODS = ("pinn", "supervised", "basic_pinn")
+KINDS = ("lines", "grf", "large_features")
+
+
+def score(rec: np.ndarray, data: Any) -> dict[str, float]:
+    """MAE, PSNR and FRC50 of amplitude and phase over the patches' reach."""
+    from napari_ptycho.metrics import evaluate, frc
+    from napari_ptycho.metrics.frc import frc_crossing
+    from napari_ptycho.metrics.region import region_mask, scanned_region
+    from napari_ptycho.metrics.registration import register
+
+    n = data.detector_shape[0]
+    region = scanned_region(data.positions + n // 4, (n // 2, n // 2), data.object_shape)
+    m = evaluate(rec, data.truth_object, region=region)
+    mask = region_mask(region, data.truth_object.shape)
+    reg = register(rec, data.truth_object, mask=mask)
+    box = region
+    x, t = reg.aligned[box], reg.reference[box]
+    out = {k: float(m[k]) for k in ("mae_amplitude", "mae_phase", "psnr_amplitude",
+                                     "psnr_phase")}
+    for name, fx, ft in (("amplitude", np.abs(x), np.abs(t)),
+                         ("phase", np.angle(x), np.angle(t))):
+        freq, curve, _, _ = frc(fx - fx.mean(), ft - ft.mean(), window=True)
+        out[f"frc50_{name}"] = float(frc_crossing(freq, curve, 0.5))
+    return out
+
+
+def fidelity(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Train the three models and score them on held-out scans of every kind."""
+    from napari_ptycho.engines import reconstruct
+    from napari_ptycho.training.pinn import simulate_scan
+
+    spec = "sim:" + "+".join([args.train] * args.train_copies)
+    train = simulate_scan(spec, args.object_size, "grouped", photons=args.photons,
+                          seed=args.seed)
+    tests = {kind: simulate_scan(f"sim:{kind}", args.object_size, "grouped",
+                                 photons=args.photons, seed=args.seed + 100 + i)
+             for i, kind in enumerate(KINDS)}
+    rows: dict[str, Any] = {}
+    for method in METHODS:
+        t0 = time.perf_counter()
+        result = reconstruct(train, method, iterations=args.epochs, filters=args.filters,
+                             batch_size=args.batch_size, seed=args.seed, device=args.device,
+                             save_dir=str(workdir / method), update_every=args.epochs)
+        seconds = time.perf_counter() - t0
+        model = result.extras["model_path"]
+        rows[method] = {"train_seconds": seconds, "final_loss": result.errors[-1],
+                        "model_path": model}
+        for kind, data in tests.items():
+            rec = reconstruct(data, "pinn_infer", model_path=model, device=args.device)
+            rows[method][kind] = score(rec.object, data)
+        print(f"{method}: trained in {seconds:.0f} s; "
+              + "; ".join(f"{k} amp {rows[method][k]['psnr_amplitude']:.1f} dB phase "
+                          f"{rows[method][k]['psnr_phase']:.1f} dB" for k in KINDS),
+              flush=True)
+    return {"train_patterns": int(train.n_patterns), "train_object": list(train.object_shape),
+            "test_patterns": {k: int(d.n_patterns) for k, d in tests.items()},
+            "epochs": args.epochs, "filters": args.filters, "batch_size": args.batch_size,
+            "photons": args.photons, "train_kind": args.train, "models": rows}
+
+
+def speed(args: argparse.Namespace, model_path: str) -> dict[str, Any]:
+    """Inference of 1024 patterns (with stitching) vs ePIE on the same scan."""
+    import torch
+
+    from napari_ptycho.engines import reconstruct
+    from napari_ptycho.physics.simulate import simulate_ptycho
+    from napari_ptycho.training.pinn import grouped_grid_positions
+
+    side = 16 * 12 + 64 + 2  # 16 x 16 groups of 4 -> 1024 patterns
+    positions = grouped_grid_positions((side, side), 64)[:1024]
+    data = simulate_ptycho(object="lines", object_size=side, probe_size=64,
+                           photons=args.photons, noise="poisson", seed=args.seed,
+                           positions=positions)
+    torch.set_num_threads(args.threads)
+    reconstruct(data.subset(slice(0, 16)), "pinn_infer", model_path=model_path,
+                device=args.device)  # warm-up (allocations, lazy imports)
+    t0 = time.perf_counter()
+    reconstruct(data, "pinn_infer", model_path=model_path, device=args.device,
+                tile_groups=1024)
+    infer = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reconstruct(data, "epie", iterations=args.epie_iterations, device=args.device, seed=0)
+    epie = (time.perf_counter() - t0) * 100 / args.epie_iterations
+    return {"patterns": int(data.n_patterns), "pattern_size": 64,
+            "inference_seconds": infer, "epie_100_seconds": epie,
+            "epie_iterations_timed": args.epie_iterations, "ratio": infer / epie,
+            "threads": args.threads}
+
+
+def table(res: dict[str, Any]) -> str:
+    """Markdown tables of the results."""
+    lines = []
+    if "fidelity" in res:
+        f = res["fidelity"]
+        lines += [f"Trained on {f['train_kind']} ({f['train_patterns']} patterns, object "
+                  f"{f['train_object']}), {f['epochs']} epochs, filters {f['filters']}.", "",
+                  "| model | test object | MAE amp | MAE phase | PSNR amp | PSNR phase | "
+                  "FRC50 amp | FRC50 phase | train s |", "|---|---|---|---|---|---|---|---|---|"]
+        for method, row in f["models"].items():
+            for kind in KINDS:
+                s = row[kind]
+                ood = "" if kind == f["train_kind"] else " (OOD)"
+                lines.append(f"| {method} | {kind}{ood} | {s['mae_amplitude']:.3f} | "
+                             f"{s['mae_phase']:.3f} | {s['psnr_amplitude']:.1f} | "
+                             f"{s['psnr_phase']:.1f} | {s['frc50_amplitude']:.3f} | "
+                             f"{s['frc50_phase']:.3f} | {row['train_seconds']:.0f} |")
+    if "speed" in res:
+        s = res["speed"]
+        lines += ["", f"Speed: {s['patterns']} patterns of 64²: inference + stitching "
+                  f"{s['inference_seconds']:.2f} s; ePIE 100 iterations "
+                  f"{s['epie_100_seconds']:.1f} s (timed {s['epie_iterations_timed']}); "
+                  f"ratio 1/{1 / s['ratio']:.0f}."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the benchmarks and print JSON + table."""
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--filters", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--object-size", type=int, default=128)
+    p.add_argument("--train", choices=KINDS, default="lines")
+    p.add_argument("--train-copies", type=int, default=2,
+                   help="objects side by side in the training strip")
+    p.add_argument("--photons", type=float, default=1e9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epie-iterations", type=int, default=100)
+    p.add_argument("--skip", choices=("fidelity", "speed"), default=None)
+    p.add_argument("--model", default=None, help="model for the speed test (default: the "
+                   "PINN trained here, else the shipped one)")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    res: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if args.skip != "fidelity":
+            res["fidelity"] = fidelity(args, Path(tmp))
+            model = model or res["fidelity"]["models"]["pinn"]["model_path"]
+        if args.skip != "speed":
+            from napari_ptycho.engines.pinn import DEFAULT_MODEL
+
+            res["speed"] = speed(args, model or str(DEFAULT_MODEL))
+    text = json.dumps(res, indent=1, default=float)
+    print(text)
+    print(table(res))
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
