@@ -154,13 +154,12 @@ class _PIE(IterativeEngine):
         probes = windows.probes(probe, idx)  # (1 or B, M, h, w)
         psi = probes * patches[:, None]
         fields = problem.detector.forward(psi)
+        if refine:
+            step = position_step(problem, fields, amps, patches, idx, config.position_max_step)
+            windows.positions[idx] += step
         err = modulus_projection(fields, amps, problem.mask)
         chi = problem.detector.backward(fields).sub_(psi)
         del fields, psi
-
-        if refine:
-            step = position_step(patches, probes, chi, config.position_max_step)
-            windows.positions[idx] += step
 
         p_int = abs2(probes).sum(dim=1)  # (1 or B, h, w)
         p_max = p_int.amax(dim=(-2, -1), keepdim=True)
