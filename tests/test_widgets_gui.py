@@ -123,3 +123,13 @@ def test_layer_helpers_composite_tiles_and_centres():
     assert np.allclose(scan_centres(np.array([[0.0, 10.0]]), (5, 8)), [[2.0, 13.5]])
     assert display_name("siemens diffraction (log10)") == "siemens"
     assert display_name("A") == "A"
+
+
+def test_resolved_frequency_ignores_the_noisy_innermost_ring():
+    from napari_ptycho._widgets.plots import resolved_frequency
+
+    freq = np.linspace(0, 0.5, 6)
+    halfbit = np.array([1.0, 0.5, 0.4, 0.3, 0.3, 0.3])
+    curve = np.array([0.2, 0.9, 0.8, 0.5, 0.1, 0.0])
+    assert resolved_frequency((freq, curve, halfbit, 1 / 7)) == pytest.approx(0.3)
+    assert resolved_frequency((freq, np.zeros(6), halfbit, 1 / 7)) == 0.0

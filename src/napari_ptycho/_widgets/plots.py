@@ -13,6 +13,7 @@ import numpy as np
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_ptycho._widgets._hub import hub_for
+from napari_ptycho._widgets._layers import display_name
 from napari_ptycho._widgets._mpl import ThemedCanvas
 
 DATA_KEY = "ptycho_data"
@@ -46,6 +47,17 @@ def frc_against_truth(result: Any, data: Any) -> tuple[Any, ...] | None:
     if truth is None or np.shape(truth) != np.shape(result.object):
         return None
     return frc_curve(result.object, truth, _region_mask(data, np.shape(truth)))
+
+
+def resolved_frequency(curve: tuple[Any, ...]) -> float:
+    """Highest frequency at which the FRC still reaches the half-bit threshold.
+
+    The first crossing would be misleading here: the innermost rings hold a handful of
+    pixels, so their half-bit threshold is close to 1 and a noisy ring "crosses" at once.
+    """
+    freq, values, halfbit = (np.asarray(a, dtype=float) for a in curve[:3])
+    above = np.flatnonzero(values[1:] >= halfbit[1:]) + 1
+    return float(freq[above[-1]]) if above.size else 0.0
 
 
 def half_set_runs(data: Any, method: str, config: Any) -> Any:
@@ -112,7 +124,7 @@ class PlotsWidget(QWidget):
             ax.set_yscale("log")
         ax.set_xlabel("iteration")
         ax.set_ylabel("error")
-        ax.set_title(label or "error")
+        ax.set_title(label or "error", fontsize="medium")
         ax.grid(True, color=c["grid"], lw=0.5, alpha=0.6)
         self.plot.style_axes(ax, c)
         self.plot.draw()
@@ -122,14 +134,12 @@ class PlotsWidget(QWidget):
         ax.clear()
         self.frc_data, self.frc_kind = curve, kind
         if curve is not None:
-            from napari_ptycho.metrics import frc_crossing
-
             freq, values, halfbit, seventh = curve
             ax.plot(freq, values, color=c["accent"], lw=1.5, label="FRC")
             ax.plot(freq, halfbit, color=c["highlight"], lw=1, ls="--", label="half-bit")
             ax.axhline(seventh, color=c["text"], lw=1, ls=":", label="1/7")
-            cross = frc_crossing(freq, values, halfbit)
-            ax.set_title(f"FRC {kind}: half-bit at {cross:.3f} cycles/pixel")
+            ax.set_title(f"FRC {kind}: ≥ half-bit up to {resolved_frequency(curve):.3f} "
+                         "cycles/px", fontsize="medium")
             ax.legend(loc="upper right", fontsize="small")
         else:
             ax.set_title("FRC: needs ground truth or half-set runs")
@@ -154,7 +164,8 @@ class PlotsWidget(QWidget):
         if getattr(ctx, "purpose", "reconstruction") != "reconstruction":
             return
         self._key = ctx.source_key
-        self._draw_loss(list(result.errors), f"{ctx.method} on {ctx.source_name}: error")
+        self._draw_loss(list(result.errors),
+                        f"error: {ctx.method} on {display_name(ctx.source_name)}")
 
     def _on_finished(self, ctx: Any, result: Any, status: str) -> None:
         if result is None or getattr(ctx, "purpose", "reconstruction") != "reconstruction":
