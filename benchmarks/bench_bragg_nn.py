@@ -1,0 +1,172 @@
+"""Benchmark the Bragg networks (AutoPhaseNN + ER, 3D-CDI-NN + AD) against ER/HIO.
+
+Simulated part: ``--crystals`` test crystals ``simulate_bragg(size=32, seed=s)`` with seeds
+0, 1, … (training uses seeds ≥ 100 000, so none of these were seen). Per crystal:
+
+* the networks alone: amplitude SSIM against the truth (``metrics.evaluate``: shift, twin
+  and global phase removed), χ², wall time of input preparation + forward pass (weights
+  already loaded, after one warm-up);
+* AutoPhaseNN + 50 ER, 3D-CDI-NN + AD refinement and the 600-iteration
+  ``(20ER+160HIO+20ER)*3`` baseline (one start, no held-out voxels so that every method
+  fits the same voxels): χ², wall time.
+
+χ² is ``metrics.chi2(bragg_intensity(obj), I)`` for every method. Real part: every method on
+``ft_crop_64.tif`` (64³, networks via ``resize="bin"``) and ``ft_downsampled_32.npy``
+(32³, intensity = amplitude²).
+
+Usage::
+
+    python benchmarks/bench_bragg_nn.py [--crystals 20] [--threads 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bcdi_3dcdinn_64"
+
+
+def _chi2(obj: np.ndarray, intensity: np.ndarray) -> float:
+    from napari_ptycho.metrics import chi2
+    from napari_ptycho.physics.bragg import bragg_intensity
+
+    return chi2(bragg_intensity(obj.astype(np.complex64)), intensity)
+
+
+def _run(data: Any, method: str, **kw: Any) -> tuple[Any, float]:
+    from napari_ptycho.engines import reconstruct
+
+    t0 = time.perf_counter()
+    res = reconstruct(data, method, **kw)
+    return res, time.perf_counter() - t0
+
+
+METHODS: dict[str, dict[str, Any]] = {
+    "autophasenn_nn": {"method": "autophasenn", "iterations": 0},
+    "cdinn_nn": {"method": "cdinn", "iterations": 0},
+    "autophasenn+50er": {"method": "autophasenn", "iterations": 50},
+    "cdinn+ad100": {"method": "cdinn", "iterations": 100},
+    "er_hio_600": {"method": "er_hio", "free_fraction": 0.0},
+}
+
+
+def simulated(n: int) -> list[dict[str, Any]]:
+    """One row per crystal: χ², time and (networks alone) SSIM per method."""
+    from napari_ptycho.metrics import evaluate
+    from napari_ptycho.physics.simulate import simulate_bragg
+
+    warm = simulate_bragg(size=32, seed=10_000)
+    for m in ("autophasenn", "cdinn"):
+        _run(warm, m, iterations=0)  # load weights, first-call overheads
+    rows = []
+    for seed in range(n):
+        data = simulate_bragg(size=32, seed=seed)
+        row: dict[str, Any] = {"seed": seed}
+        for key, spec in METHODS.items():
+            kw = {k: v for k, v in spec.items() if k != "method"}
+            res, seconds = _run(data, spec["method"], **kw)
+            row[f"{key}_chi2"] = _chi2(res.object, data.intensity)
+            row[f"{key}_s"] = (res.extras["nn_seconds"] if key.endswith("_nn") else seconds)
+            if key.endswith("_nn"):
+                row[f"{key}_ssim"] = evaluate(res.object, data.truth_object)["ssim_amplitude"]
+        rows.append(row)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                          for k, v in row.items()}), flush=True)
+    return rows
+
+
+def real() -> dict[str, dict[str, float]]:
+    """χ² and seconds of every 3D method on the 3D-CDI-NN example data."""
+    from napari_ptycho import io
+    from napari_ptycho.data import BraggData
+
+    out: dict[str, dict[str, float]] = {}
+    if not DATA.is_dir():
+        print(f"skipping real data: {DATA} not found")
+        return out
+    vol64 = io.load(DATA / "ft_crop_64.tif")
+    vol32 = BraggData(np.load(DATA / "ft_downsampled_32.npy").astype(np.float32) ** 2,
+                      metadata={"name": "ft_downsampled_32"})
+    runs = {"er": {}, "hio": {}, "raar_3d": {}, "er_hio": {"free_fraction": 0.0},
+            "autophasenn": {}, "cdinn": {}}
+    for label, data, resize in (("ft_crop_64", vol64, "bin"),
+                                ("ft_downsampled_32", vol32, "none")):
+        for method, kw in runs.items():
+            if method in ("autophasenn", "cdinn"):
+                kw = {"resize": resize}
+            try:
+                res, seconds = _run(data, method, **kw)
+            except ValueError as exc:
+                print(f"{label} {method}: {exc}")
+                continue
+            out[f"{label}/{method}"] = {"chi2": _chi2(res.object, data.intensity),
+                                        "seconds": seconds}
+    return out
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Distributions and goal checks over the simulated crystals."""
+    def stats(key: str) -> dict[str, float]:
+        v = np.array([r[key] for r in rows])
+        return {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)),
+                "p90": float(np.percentile(v, 90)), "mean": float(v.mean())}
+
+    s: dict[str, Any] = {k: stats(k) for k in rows[0] if k != "seed"}
+    base = np.array([r["er_hio_600_chi2"] for r in rows])
+    base_t = np.array([r["er_hio_600_s"] for r in rows])
+    for key in ("autophasenn+50er", "cdinn+ad100"):
+        s[f"{key}_beats_baseline_fraction"] = float(np.mean(
+            np.array([r[f"{key}_chi2"] for r in rows]) <= base))
+        s[f"{key}_time_ratio_median"] = float(np.median(
+            np.array([r[f"{key}_s"] for r in rows]) / base_t))
+    for key in ("autophasenn_nn", "cdinn_nn"):
+        s[f"{key}_time_ratio_median"] = float(np.median(
+            np.array([r[f"{key}_s"] for r in rows]) / base_t))
+    return s
+
+
+def main() -> None:
+    """Run, print the JSON and a Markdown table."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crystals", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default="")
+    parser.add_argument("--no-real", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = simulated(args.crystals)
+    result = {"threads": args.threads, "crystals": args.crystals, "rows": rows,
+              "summary": summarise(rows), "real": {} if args.no_real else real()}
+    print(json.dumps({"summary": result["summary"], "real": result["real"]}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    s = result["summary"]
+    print("\n| method | χ² median [p10, p90] | amp. SSIM median [p10, p90] | seconds median |")
+    print("|---|---|---|---|")
+    for key in METHODS:
+        c, t = s[f"{key}_chi2"], s[f"{key}_s"]
+        ssim = s.get(f"{key}_ssim")
+        ss = f"{ssim['median']:.3f} [{ssim['p10']:.3f}, {ssim['p90']:.3f}]" if ssim else "–"
+        print(f"| {key} | {c['median']:.4f} [{c['p10']:.4f}, {c['p90']:.4f}] | {ss} | "
+              f"{t['median']:.3f} |")
+    for key in ("autophasenn+50er", "cdinn+ad100"):
+        print(f"{key}: χ² <= baseline on {100 * s[f'{key}_beats_baseline_fraction']:.0f} % "
+              f"of crystals; time ratio {s[f'{key}_time_ratio_median']:.3f}")
+    for key in ("autophasenn_nn", "cdinn_nn"):
+        print(f"{key}: time ratio to 600 ER/HIO {s[f'{key}_time_ratio_median']:.4f}")
+    if result["real"]:
+        print("\n| real data / method | χ² | seconds |\n|---|---|---|")
+        for key, v in result["real"].items():
+            print(f"| {key} | {v['chi2']:.4f} | {v['seconds']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

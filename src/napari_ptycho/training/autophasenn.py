@@ -1,0 +1,138 @@
+"""``napari-ptycho train autophasenn``: unsupervised training of AutoPhaseNN.
+
+Reproduces ``weights/autophasenn_32.pt`` (the defaults are the shipped run)::
+
+    napari-ptycho train autophasenn --crystals 600 --epochs 40 --channels 4 \\
+        --max-minutes 50 -o src/napari_ptycho/weights/autophasenn_32.pt
+
+Only diffraction amplitudes enter the loss (mean |√I_est − √I_meas| of the thresholded,
+box-padded prediction); the simulated crystals' real-space values are used for the
+validation SSIM on the card, never for the gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_ptycho.training._crystals import (
+    TRAIN_SEED_OFFSET,
+    VALID_SEED_OFFSET,
+    add_common_arguments,
+    make_bank,
+    make_batch,
+    save_weights,
+    set_lr,
+    validation_ssim,
+)
+
+DEFAULT_OUT = str(Path(__file__).resolve().parents[1] / "weights" / "autophasenn_32.pt")
+OVERSAMPLING = (2.1, 3.6)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Training flags (see the module docstring for the shipped run)."""
+    add_common_arguments(parser, DEFAULT_OUT, channels=4)
+    parser.add_argument("--box-ratio", type=int, default=2,
+                        help="object box = size / box_ratio (paper: 2)")
+    parser.add_argument("--threshold", type=float, default=0.1,
+                        help="support threshold on the predicted amplitude")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train, validate, write the weights and their card; returns 0."""
+    import torch
+
+    from napari_ptycho.engines.base import select_device
+    from napari_ptycho.nn.autophasenn import (
+        AutoPhaseNN,
+        AutoPhaseNNSpec,
+        fourier_amplitude_loss,
+        thresholded,
+    )
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    device = select_device(args.device)
+    spec = AutoPhaseNNSpec(size=args.size, base_channels=args.channels,
+                           box_ratio=args.box_ratio)
+    spec.validate()
+    cache = args.cache or None
+    bank = make_bank(args.crystals, args.size, TRAIN_SEED_OFFSET, OVERSAMPLING, cache)
+    vbank = make_bank(args.valid, args.size, VALID_SEED_OFFSET, OVERSAMPLING, cache)
+    v_amp, v_obj = make_batch(vbank, np.arange(len(vbank)), np.random.default_rng(1),
+                              photons=(1e7, 1e7), augment=False)
+    model = AutoPhaseNN(spec).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = max(1, len(bank) // args.batch)
+    t0 = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    stopped_early = False
+    for epoch in range(args.epochs):
+        model.train()
+        order = rng.permutation(len(bank))
+        losses = []
+        for step in range(steps_per_epoch):
+            idx = np.sort(order[step * args.batch:(step + 1) * args.batch])
+            amp_in, _ = make_batch(bank, idx, rng)
+            amp_in = amp_in.to(device)
+            amp, phase = model(amp_in[:, None])
+            loss = fourier_amplitude_loss(amp, phase, amp_in, args.threshold)
+            set_lr(opt, args.lr, epoch * steps_per_epoch + step,
+                   args.epochs * steps_per_epoch, time.perf_counter() - t0, args.max_minutes)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        model.eval()
+        with torch.no_grad():
+            amp, phase = model(v_amp[:, None].to(device))
+            vloss = float(fourier_amplitude_loss(amp, phase, v_amp.to(device),
+                                                 args.threshold))
+        elapsed = time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "valid_loss": vloss, "seconds": round(elapsed, 1)})
+        print(f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.5f} valid {vloss:.5f}"
+              f" ({elapsed:.0f} s)", flush=True)
+        if elapsed > 60 * args.max_minutes:
+            stopped_early = epoch + 1 < args.epochs
+            break
+
+    class _Thresholded(torch.nn.Module):
+        """The network as the engine uses it: amplitude cut at the support threshold."""
+
+        def forward(self, x: Any) -> Any:
+            a, p = model(x)
+            return thresholded(a, args.threshold), p
+
+    ssim = validation_ssim(_Thresholded(), v_amp.to(device), v_obj.numpy())
+    card = {
+        "network": "AutoPhaseNN (Yao et al. 2022), unsupervised",
+        "spec": spec.to_dict(),
+        "command": "napari-ptycho train autophasenn " + " ".join(sys.argv[3:]),
+        "data": {"generator": "napari_ptycho.physics.simulate.simulate_bragg",
+                 "train_seeds": [TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + args.crystals - 1],
+                 "valid_seeds": [VALID_SEED_OFFSET, VALID_SEED_OFFSET + args.valid - 1],
+                 "oversampling": list(OVERSAMPLING), "photons": [1e5, 1e8],
+                 "augmentation": "48 cube symmetries, Poisson noise redrawn per batch"},
+        "training": {"epochs_run": len(history), "epochs_planned": args.epochs,
+                     "stopped_by_time_limit": stopped_early, "batch": args.batch,
+                     "lr": args.lr,
+                     "optimizer": "Adam, warm-up + cosine decay over steps or wall time",
+                     "threshold": args.threshold, "seconds": round(time.perf_counter() - t0),
+                     "device": str(device), "threads": args.threads},
+        "metrics": {"final_train_loss": history[-1]["train_loss"],
+                    "final_valid_loss": history[-1]["valid_loss"],
+                    "valid_ssim_amplitude_mean": float(np.nanmean(ssim)),
+                    "valid_ssim_amplitude_min": float(np.nanmin(ssim))},
+        "history": history,
+    }
+    save_weights(model, spec.to_dict(), Path(args.output), card)
+    print(f"wrote {args.output} (valid amplitude SSIM mean {np.nanmean(ssim):.3f})")
+    return 0
