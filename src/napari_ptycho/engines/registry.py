@@ -29,3 +29,9 @@ register("pinn_infer", _P + "pinn", "PinnInfer", "PtychoPINN inference with a tr
 register("basic_pinn", _P + "pinn", "BasicPINN", "PtychoPINN ablation: no overlap constraint", 2)
 register("supervised", _P + "pinn", "Supervised",
          "Supervised encoder-decoder baseline (needs ground truth)", 2)
+
+# 3D Bragg CDI, networks (+ refinement)
+register("autophasenn", _P + "autophasenn", "AutoPhaseNNEngine",
+         "AutoPhaseNN prediction + 50 ER iterations (Yao et al. 2022)", 3)
+register("cdinn", _P + "cdinn", "CDINNEngine",
+         "3D-CDI-NN prediction + AD refinement (Chan et al. 2021)", 3)
