@@ -1,0 +1,263 @@
+"""Diffusion-prior ptychography: DPS with time travel (Cam, Deng, Kettimuthu, Cherukara &
+Bicer; Chung et al. 2023 for DPS).
+
+The object is a 2-channel image x (amplitude and phase, each mapped onto [-1, 1] through
+the configured ranges) sampled from a trained DDPM prior. After every ancestral denoising
+step the sample moves against the gradient of the data misfit of its clean estimate,
+
+    x_{i-1} ← x'_{i-1} − ζ ∇_{x_i} n_px ‖√I − |F(P · S_j O(x̂_0(x_i)))|‖₁ / ‖√I‖₁,
+
+through the shared ptychographic forward model (patch gather, known probe, far-field FFT).
+``jacobian=False`` takes the gradient with respect to x̂_0 instead (no backpropagation
+through the network: about 3x cheaper, the usual DPS approximation). Time travel
+(Algorithm 1 of Cam et al.): every ``travel_every`` steps the current sample is re-noised
+``time_travel`` steps back up the (strided) schedule, q(x_{i+j} | x_i), and denoised again
+with guidance, which lets early guidance errors be corrected.
+
+Objects larger than the prior's patch are denoised as tiles: every step the image is
+reflect-padded by a random offset, cut into patch-sized tiles that go through the network
+as one batch, and reassembled. The random offset moves the tile seams every step, so no
+seam persists (``tile_shifts`` > 1 averages several offset tilings per step instead).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_ptycho.engines.base import Snapshot, Timer
+from napari_ptycho.engines.common import Problem, PtychoConfig, check_finite, prepare
+
+
+@dataclass
+class DiffusionConfig(PtychoConfig):
+    """DPS parameters (plus :class:`~napari_ptycho.engines.common.PtychoConfig`; the probe
+    is known: ``update_probe`` and ``position_refinement`` must stay off).
+
+    Parameters
+    ----------
+    iterations : int
+        Strided denoising steps of the 1000-step schedule (time-travel steps come on top;
+        the snapshots count both).
+    zeta : float
+        Guidance step ζ on the relative L1 amplitude misfit ``Σ|r| / Σ√I`` multiplied by
+        the number of object pixels (so that ζ does not depend on counts or size).
+    time_travel : int
+        Steps j re-noised and denoised again at each time travel (0 = off).
+    travel_every : int
+        A time travel after every this many steps.
+    jacobian : bool
+        Backpropagate the misfit through the denoiser (exact DPS) or stop at x̂_0.
+    prior : str
+        Prior file or folder; empty = the shipped prior.
+    amplitude_min, amplitude_max, phase_min, phase_max : float
+        Object ranges that [-1, 1] of the prior's channels map onto.
+    tile_shifts : int
+        Tilings (at different offsets) averaged per denoising step.
+    """
+
+    iterations: int = 50
+    update_probe: bool = False
+    zeta: float = 0.2
+    time_travel: int = 10
+    travel_every: int = 10
+    jacobian: bool = True
+    prior: str = ""
+    amplitude_min: float = 0.8
+    amplitude_max: float = 1.0
+    phase_min: float = 0.0
+    phase_max: float = 1.0
+    tile_shifts: int = 1
+
+    def validate(self) -> None:
+        """Refuse impossible values (raises ValueError)."""
+        super().validate()
+        if not 1 <= int(self.iterations) <= 1000:
+            raise ValueError(f"iterations must be in 1..1000 (got {self.iterations})")
+        if not (math.isfinite(self.zeta) and self.zeta >= 0):
+            raise ValueError(f"zeta must be a finite number >= 0 (got {self.zeta})")
+        if int(self.time_travel) < 0 or int(self.travel_every) < 1:
+            raise ValueError("time_travel must be >= 0 and travel_every >= 1 (got "
+                             f"{self.time_travel}, {self.travel_every})")
+        if not 0 <= self.amplitude_min < self.amplitude_max:
+            raise ValueError("need 0 <= amplitude_min < amplitude_max (got "
+                             f"{self.amplitude_min}, {self.amplitude_max})")
+        if not self.phase_min < self.phase_max:
+            raise ValueError(f"need phase_min < phase_max (got {self.phase_min}, "
+                             f"{self.phase_max})")
+        if int(self.tile_shifts) < 1:
+            raise ValueError(f"tile_shifts must be >= 1 (got {self.tile_shifts})")
+        if self.update_probe or self.position_refinement:
+            raise ValueError("update_probe and position_refinement must be False: the "
+                             "diffusion engine uses the known probe and positions")
+
+
+def plan_steps(steps: int, time_travel: int, travel_every: int) -> list[tuple[str, int]]:
+    """The sequence of operations over a strided schedule of ``steps`` indices.
+
+    ``("step", i)`` denoises x_i → x_{i-1}; ``("travel", i)`` re-noises x_{i-1} back to
+    x_{i-1+j}. A travel happens after every ``travel_every``-th step while the jump stays
+    inside the schedule and never after the last (clean) step.
+    """
+    ops: list[tuple[str, int]] = []
+    done = 0
+    for i in reversed(range(steps)):
+        ops.append(("step", i))
+        done += 1
+        if time_travel > 0 and done % travel_every == 0 and i > 0 \
+                and i - 1 + time_travel <= steps - 1:
+            ops.append(("travel", i))
+            ops.extend(("step", k) for k in range(i - 1 + time_travel, i - 1, -1))
+    return ops
+
+
+def denoise_tiled(model: Any, x: torch.Tensor, t: int, patch: int, offsets: list[tuple[int,
+                  int]]) -> torch.Tensor:
+    """ε_θ(x, t) of an image (1, C, H, W) larger than the prior's ``patch``, averaged over
+    tilings at the given (row, col) offsets in [0, patch)."""
+    _, c, h, w = x.shape
+    out = torch.zeros_like(x)
+    for dy, dx in offsets:
+        bottom, right = (-(h + dy)) % patch, (-(w + dx)) % patch
+        xp = torch.nn.functional.pad(x, (dx, right, dy, bottom), mode="reflect")
+        nh, nw = xp.shape[-2] // patch, xp.shape[-1] // patch
+        tiles = xp.reshape(c, nh, patch, nw, patch).permute(1, 3, 0, 2, 4)
+        tiles = tiles.reshape(nh * nw, c, patch, patch)
+        eps = model(tiles, torch.full((nh * nw,), int(t), dtype=torch.long, device=x.device))
+        eps = eps.reshape(nh, nw, c, patch, patch).permute(2, 0, 3, 1, 4)
+        eps = eps.reshape(1, c, nh * patch, nw * patch)
+        out = out + eps[:, :, dy:dy + h, dx:dx + w]
+    return out / len(offsets)
+
+
+def check_scan(data: Any, patch: int) -> None:
+    """Refuse scans the method cannot handle, before any work (raises ValueError)."""
+    oh, ow = (int(s) for s in data.object_shape)
+    ph, pw = (int(s) for s in data.probe_shape)
+    if oh < ph or ow < pw:
+        raise ValueError(f"data: the object frame {(oh, ow)} is smaller than the probe "
+                         f"{(ph, pw)}")
+    if oh < patch or ow < patch:
+        raise ValueError(f"data: the object frame {(oh, ow)} is smaller than the prior's "
+                         f"patch ({patch}); use a prior trained on smaller patches")
+    pos = np.round(np.asarray(data.positions)).astype(int)
+    cover = np.zeros((oh, ow), dtype=bool)
+    for r, c in pos:
+        cover[max(r, 0):r + ph, max(c, 0):c + pw] = True
+    r0, c0 = pos.min(axis=0).clip(0)
+    r1, c1 = pos.max(axis=0) + (ph, pw)
+    gaps = int((~cover[r0:r1, c0:c1]).sum())
+    if gaps:
+        raise ValueError(f"data: the scan leaves {gaps} pixels inside its field of view "
+                         "outside every probe window (overlap below zero); the diffusion "
+                         "engine needs windows that at least touch")
+
+
+class Diffusion:
+    """Diffusion posterior sampling with time travel and a trained DDPM prior."""
+
+    name = "diffusion"
+    description = "Diffusion prior: DPS with time travel (Cam et al.)"
+    dims = 2
+    unit = "timestep"
+    Config = DiffusionConfig
+
+    def run(self, data: Any, config: DiffusionConfig, init: Snapshot | None = None
+            ) -> Iterator[Snapshot]:
+        """Yield x̂_0 as an object every ``update_every`` denoising steps and at the end."""
+        from napari_ptycho.nn.ddpm import Schedule
+        from napari_ptycho.nn.unet import load_prior
+
+        if not isinstance(config, DiffusionConfig):
+            raise ValueError(f"config must be a DiffusionConfig (got {type(config).__name__})")
+        config.validate()
+        model, patch, _ = load_prior(config.prior or None)
+        check_scan(data, patch)
+        problem = prepare(data, config, init)
+        model = model.to(problem.device)
+        schedule = Schedule.linear().respaced(int(config.iterations))
+        ops = plan_steps(len(schedule), int(config.time_travel), int(config.travel_every))
+        total = sum(op == "step" for op, _ in ops)
+        gen = problem.generator
+        h, w = problem.obj.shape
+        timer = Timer()
+        x = torch.randn((1, 2, h, w), generator=gen).to(problem.device)
+        errors: list[float] = []
+        x0 = x
+        done = 0
+        for op, i in ops:
+            if op == "travel":
+                x = schedule.renoise(x, i - 1, i - 1 + int(config.time_travel), gen)
+                continue
+            offsets = self._offsets(patch, int(config.tile_shifts), gen)
+            x, x0, err = self.guided_step(model, problem, schedule, x, i, patch, offsets,
+                                          config)
+            done += 1
+            errors.append(err)
+            problem.obj = self.to_object(x0, config)
+            check_finite(problem, err, done)
+            if done % config.update_every == 0 and done < total:
+                yield self._snapshot(problem, done, total, errors, timer(), schedule, i)
+        problem.obj = self.to_object(x.clamp(-1, 1), config)
+        yield self._snapshot(problem, total, total, errors, timer(), schedule, 0, done=True)
+
+    @staticmethod
+    def _offsets(patch: int, shifts: int, gen: torch.Generator) -> list[tuple[int, int]]:
+        base = torch.randint(0, patch, (2,), generator=gen).tolist()
+        return [((base[0] + k * patch // shifts) % patch, (base[1] + k * patch // shifts)
+                 % patch) for k in range(shifts)]
+
+    @staticmethod
+    def to_object(x: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
+        """Complex object (H, W) from a 2-channel image (1, 2, H, W) in [-1, 1]."""
+        amp = config.amplitude_min + (config.amplitude_max - config.amplitude_min) * (
+            x[0, 0] + 1) / 2
+        pha = config.phase_min + (config.phase_max - config.phase_min) * (x[0, 1] + 1) / 2
+        return torch.complex(amp * torch.cos(pha), amp * torch.sin(pha))
+
+    @staticmethod
+    def misfit(problem: Problem, obj: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(relative L1 amplitude misfit × object pixels, normalised χ² error E of every
+        engine)."""
+        w = problem.windows
+        waves = w.probes(problem.probe) * w.gather(obj).unsqueeze(1)
+        fields = problem.detector.forward(waves)
+        power = (fields.real.square() + fields.imag.square()).sum(dim=1)
+        resid = (power + 1e-12).sqrt() - problem.amplitudes
+        if problem.mask is not None:
+            resid = resid * problem.mask
+        # relative L1 per object pixel: keeps ζ O(1) whatever the counts and object size
+        l1 = resid.abs().sum() / problem.amplitudes.sum() * obj.numel()
+        return l1, float(resid.detach().square().sum()) / problem.total_intensity
+
+    def guided_step(self, model: Any, problem: Problem, schedule: Any, x: torch.Tensor,
+                    i: int, patch: int, offsets: list[tuple[int, int]],
+                    config: DiffusionConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One DPS step x_i → x_{i-1}; returns (x_{i-1}, x̂_0, error E of x̂_0)."""
+        t = int(schedule.model_t[i])
+        x = x.detach().requires_grad_(bool(config.jacobian))
+        with torch.set_grad_enabled(bool(config.jacobian)):
+            eps = denoise_tiled(model, x, t, patch, offsets)
+            x0 = schedule.predict_x0(x, i, eps).clamp(-1, 1)
+        leaf = x if config.jacobian else x0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            l1, err = self.misfit(problem, self.to_object(x0 if config.jacobian else leaf,
+                                                          config))
+            grad, = torch.autograd.grad(l1, leaf)
+        x0 = x0.detach()
+        with torch.no_grad():
+            x_prev = schedule.p_step(x.detach(), i, x0, problem.generator)
+            x_prev = x_prev - float(config.zeta) * grad
+        return x_prev, x0, err
+
+    def _snapshot(self, problem: Problem, it: int, total: int, errors: list[float],
+                  elapsed: float, schedule: Any, i: int, done: bool = False) -> Snapshot:
+        snap = problem.snapshot(it, total, errors, elapsed, self.name, done=done)
+        snap.unit = self.unit
+        snap.extras["diffusion_timestep"] = int(schedule.model_t[i])
+        return snap
