@@ -22,6 +22,8 @@ register("hio", _P + "phase_retrieval", "HIO", "Hybrid input-output with shrink-
 register("raar_3d", _P + "phase_retrieval", "RAAR3D", "RAAR with shrink-wrap (3D)", 3)
 register("er_hio", _P + "phase_retrieval", "ERHIO",
          "(20ER+160HIO+20ER)*3 baseline with shrink-wrap (3D)", 3)
+register("ptyinr", _P + "ptyinr", "PtyINR",
+         "PtyINR: neural-field object + hash-grid probe (Li et al. 2025)", 2)
 
 # PtychoPINN (physics-informed encoder-decoder) and its baselines
 register("pinn", _P + "pinn", "PINN", "PtychoPINN: train on this scan (Hoidn et al. 2023)", 2)
@@ -35,3 +37,8 @@ register("autophasenn", _P + "autophasenn", "AutoPhaseNNEngine",
          "AutoPhaseNN prediction + 50 ER iterations (Yao et al. 2022)", 3)
 register("cdinn", _P + "cdinn", "CDINNEngine",
          "3D-CDI-NN prediction + AD refinement (Chan et al. 2021)", 3)
+
+# Diffusion prior (DPS with time travel) and its accelerated Wirtinger flow baseline
+register("awf", _P + "awf", "AWF", "Accelerated Wirtinger flow (Xu et al. 2018)", 2)
+register("diffusion", _P + "diffusion", "Diffusion",
+         "Diffusion prior: DPS with time travel (Cam et al.)", 2)
