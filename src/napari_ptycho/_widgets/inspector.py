@@ -74,6 +74,11 @@ class ScanInspectorWidget(QWidget):
             ev.connect(self._refresh)
         self.hub.finished.connect(lambda *_: self.show_position(self.index_box.value()))
         self.viewer.mouse_drag_callbacks.append(self._on_click)
+        for ax, title in ((self.measured_ax, "measured"), (self.model_ax, "model")):
+            ax.set_title(title)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        self.plot.apply_theme()
         self._refresh()
 
     def _refresh(self, event: Any = None) -> None:

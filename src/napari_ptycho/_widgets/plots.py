@@ -142,7 +142,7 @@ class PlotsWidget(QWidget):
                          "cycles/px", fontsize="medium")
             ax.legend(loc="upper right", fontsize="small")
         else:
-            ax.set_title("FRC: needs ground truth or half-set runs")
+            ax.set_title("FRC: needs a truth or half-sets", fontsize="medium")
         ax.set_xlim(0, 0.5)
         ax.set_ylim(-0.1, 1.05)
         ax.set_xlabel("spatial frequency (cycles/pixel)")
