@@ -21,6 +21,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
+    LiteralEvalLineEdit,
     ProgressBar,
     PushButton,
     create_widget,
@@ -150,7 +151,10 @@ class BraggWidget(QWidget):
                 widget = create_widget(value=default, annotation=float, name=f.name,
                                        options={"max": 1e6, "step": 0.05})
             else:
-                widget = create_widget(value=default, annotation=kind, name=f.name)
+                try:
+                    widget = create_widget(value=default, annotation=kind, name=f.name)
+                except (TypeError, ValueError):  # e.g. tuples, optionals: a literal field
+                    widget = LiteralEvalLineEdit(value=repr(default), name=f.name)
             widget.label = f.name.replace("_", " ")
             self.form.append(widget)
 
