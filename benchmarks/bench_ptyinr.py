@@ -1,0 +1,188 @@
+"""Fidelity of PtyINR against ePIE, DM and AD with an unknown probe (shape of PtyINR Fig. 2–3).
+
+Simulated Siemens-star scans with a focused probe (rings: "with structure"), the probe
+estimated from the data by every method (``probe_init="data"``; PtyINR pre-fits its probe
+field to the same estimate). Cases:
+
+* overlap study, noise-free: overlaps ``--overlaps`` (default 0.95, 0.5, 0.3);
+* noise study at ``--noise-overlap``: Poisson (α = 10, PtyINR's eq. 6), Gaussian
+  (σ = 100 counts, eq. 7) and mixed (eq. 8) — ``napari_ptycho.physics.noise``;
+* ω₀ study: PtyINR with ω₀ = 30 / 90 / 300 at two overlaps (``--omega-overlaps``).
+
+Scores: PSNR of object amplitude and phase inside the scanned region and of probe amplitude
+and phase, after removing global phase, scale and shift (``napari_ptycho.metrics.evaluate``
+with ``scale=True``), plus wall time. Prints one JSON object and a Markdown table; writes
+small PNGs (``--images``).
+
+The CPU is shared: sizes are flags. Development: ``--quick``. Full run (docs):
+``python benchmarks/bench_ptyinr.py --images docs/images``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METHODS = ("ptyinr", "epie", "dm", "ad")
+
+
+def make_case(overlap: float, noise: str, args: argparse.Namespace) -> Any:
+    """One simulated scan with ground truth."""
+    from napari_ptycho.physics.simulate import simulate_ptycho
+
+    kw: dict[str, Any] = {}
+    if noise in ("poisson", "mixed"):
+        kw["alpha"] = args.alpha
+    if noise in ("gaussian", "mixed"):
+        kw["sigma"] = args.sigma
+    return simulate_ptycho(object="siemens", object_size=args.object_size,
+                           probe_size=args.probe_size, overlap=overlap, photons=args.photons,
+                           noise=noise, probe="focused", seed=args.seed, **kw)
+
+
+def run_method(data: Any, method: str, args: argparse.Namespace, **extra: Any) -> Any:
+    """Reconstruct with ``method`` from a data-estimated probe; returns (result, seconds)."""
+    from napari_ptycho.engines import reconstruct
+
+    common = {"device": "cpu", "seed": args.seed}
+    if method == "ptyinr":
+        kw = {"iterations": args.steps, "batch_size": args.batch, "render_every": args.steps,
+              "update_every": args.steps, **extra}
+    else:
+        kw = {"iterations": args.iters, "probe_init": "data", "update_every": args.iters}
+    t0 = time.perf_counter()
+    result = reconstruct(data, method, **common, **kw)
+    return result, time.perf_counter() - t0
+
+
+def score(result: Any, data: Any) -> dict[str, float]:
+    """PSNRs of object (scanned region) and probe after ambiguity removal."""
+    from napari_ptycho.metrics import evaluate, scanned_region
+
+    region = scanned_region(data.positions, data.probe_shape, data.object_shape)
+    obj = evaluate(result.object, data.truth_object, region=region, scale=True)
+    probe = evaluate(result.probe[0], data.truth_probe[0], scale=True)
+    return {"object_amplitude": obj["psnr_amplitude"], "object_phase": obj["psnr_phase"],
+            "probe_amplitude": probe["psnr_amplitude"], "probe_phase": probe["psnr_phase"]}
+
+
+def save_images(case: str, data: Any, results: dict[str, Any], folder: Path) -> str:
+    """Amplitude/phase of object and probe per method (rows) next to the truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("truth", data.truth_object, data.truth_probe[0])]
+    rows += [(m, r.object, r.probe[0]) for m, r in results.items()]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(6, 1.5 * len(rows)))
+    for i, (name, obj, probe) in enumerate(rows):
+        ref = np.vdot(obj, data.truth_object)  # remove the global phase for display
+        obj = obj * np.exp(-1j * np.angle(ref)) if ref != 0 else obj
+        for j, (img, cmap) in enumerate(((np.abs(obj), "gray"), (np.angle(obj), "twilight"),
+                                         (np.abs(probe), "magma"),
+                                         (np.angle(probe), "twilight"))):
+            ax = axes[i, j]
+            ax.imshow(img, cmap=cmap)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if i == 0:
+                ax.set_title(("obj amp", "obj phase", "probe amp", "probe phase")[j],
+                             fontsize=8)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ptyinr_{case}.png"
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--object-size", type=int, default=128)
+    parser.add_argument("--probe-size", type=int, default=64)
+    parser.add_argument("--photons", type=float, default=1e6)
+    parser.add_argument("--alpha", type=float, default=10.0)
+    parser.add_argument("--sigma", type=float, default=100.0)
+    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.95, 0.5, 0.3])
+    parser.add_argument("--noise-overlap", type=float, default=0.5)
+    parser.add_argument("--omega-overlaps", type=float, nargs="*", default=[0.95, 0.3])
+    parser.add_argument("--omegas", type=float, nargs="*", default=[30.0, 90.0, 300.0])
+    parser.add_argument("--steps", type=int, default=300, help="PtyINR steps")
+    parser.add_argument("--batch", type=int, default=0, help="PtyINR batch (0 = all)")
+    parser.add_argument("--iters", type=int, default=100, help="ePIE/DM/AD iterations")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes for development (48² object, 24² probe)")
+    args = parser.parse_args()
+    if args.quick:
+        args.object_size, args.probe_size, args.steps, args.iters = 48, 24, 30, 10
+        args.overlaps, args.omega_overlaps, args.omegas = [0.5], [0.5], [30.0, 90.0]
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cases = [(f"overlap{int(round(o * 100))}", o, "none") for o in args.overlaps]
+    cases += [(f"{n}_overlap{int(round(args.noise_overlap * 100))}", args.noise_overlap, n)
+              for n in ("poisson", "gaussian", "mixed")]
+    out: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v)
+                                        for k, v in vars(args).items()},
+                           "cases": {}, "omega": {}}
+    for name, overlap, noise in cases:
+        data = make_case(overlap, noise, args)
+        entry: dict[str, Any] = {"overlap": overlap, "noise": noise,
+                                 "measured_overlap": data.metadata["measured_overlap"],
+                                 "patterns": data.n_patterns, "methods": {}}
+        results = {}
+        for method in args.methods:
+            result, seconds = run_method(data, method, args)
+            results[method] = result
+            entry["methods"][method] = {**score(result, data), "seconds": seconds,
+                                        "final_error": result.errors[-1]}
+            print(f"# {name} {method}: {entry['methods'][method]}", flush=True)
+        if args.images is not None:
+            entry["image"] = save_images(name, data, results, args.images)
+        out["cases"][name] = entry
+    for overlap in args.omega_overlaps:
+        data = make_case(overlap, "none", args)
+        for omega in args.omegas:
+            result, seconds = run_method(data, "ptyinr", args, first_omega=omega)
+            key = f"overlap{int(round(overlap * 100))}_omega{int(omega)}"
+            out["omega"][key] = {**score(result, data), "seconds": seconds}
+            print(f"# {key}: {out['omega'][key]}", flush=True)
+    print(json.dumps(out, indent=1, default=float))
+    print(table(out))
+
+
+def table(out: dict[str, Any]) -> str:
+    """Markdown tables of the cases and the ω₀ study."""
+    lines = ["| case | patterns | method | obj amp PSNR | obj phase PSNR | probe amp PSNR | "
+             "probe phase PSNR | time (s) |", "|---|---|---|---|---|---|---|---|"]
+    for name, entry in out["cases"].items():
+        for method, m in entry["methods"].items():
+            lines.append(f"| {name} | {entry['patterns']} | {method} | "
+                         f"{m['object_amplitude']:.1f} | {m['object_phase']:.1f} | "
+                         f"{m['probe_amplitude']:.1f} | {m['probe_phase']:.1f} | "
+                         f"{m['seconds']:.0f} |")
+    if out["omega"]:
+        lines += ["", "| ω₀ study | obj amp PSNR | obj phase PSNR | probe amp PSNR | "
+                  "probe phase PSNR | time (s) |", "|---|---|---|---|---|---|"]
+        for key, m in out["omega"].items():
+            lines.append(f"| {key} | {m['object_amplitude']:.1f} | {m['object_phase']:.1f} | "
+                         f"{m['probe_amplitude']:.1f} | {m['probe_phase']:.1f} | "
+                         f"{m['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
