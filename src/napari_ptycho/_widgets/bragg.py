@@ -230,8 +230,11 @@ class BraggWidget(QWidget):
         self._show("strain", strain, "image", colormap="coolwarm", contrast_limits=(-lim, lim),
                    visible=False)
         if len(views["surface"][0]):
-            self._show("isosurface", views["surface"], "surface", colormap="twilight_shifted",
-                       contrast_limits=(-plim, plim))
+            # the ramp-free phase on the surface spans far less than 2π: stretch the colours
+            values = views["surface"][2]
+            lo, hi = float(values.min()), float(values.max())
+            self._show("isosurface", views["surface"], "surface", colormap="turbo",
+                       contrast_limits=(lo, hi if hi > lo else lo + 1e-3))
         self._plot(snap)
         if snap.done:
             self.status.value = "done: " + self.status.value
@@ -245,11 +248,15 @@ class BraggWidget(QWidget):
             if "contrast_limits" in kwargs:
                 layer.contrast_limits = kwargs["contrast_limits"]
             return
+        first = not any(ly.metadata.get("bragg_output") for ly in self.viewer.layers)
         meta = {"bragg_output": kind}
         if layer_type == "surface":
             self.viewer.add_surface(data, name=name, metadata=meta, **kwargs)
         else:
             self.viewer.add_image(data, name=name, metadata=meta, **kwargs)
+        if first:  # frame the crystal, which fills a third of the box at oversampling 3
+            self.viewer.reset_view()
+            self.viewer.camera.zoom *= 2.0
 
     def _plot(self, snap: Any) -> None:
         ax = self.axes
