@@ -178,29 +178,40 @@ class Windows:
         cols = self.corners[:, 1, None] + self._cols
         self.flat = (rows[:, :, None] * W + cols[:, None, :]).reshape(len(pos), -1)
 
-    def gather(self, obj: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def select(self, values: torch.Tensor, idx: torch.Tensor | slice | None) -> torch.Tensor:
+        """Rows of a per-window tensor: all (None), a slice (a view) or an index tensor."""
+        if idx is None:
+            return values
+        if isinstance(idx, slice):
+            return values[idx]
+        return values.index_select(0, idx)
+
+    def gather(self, obj: torch.Tensor, idx: torch.Tensor | slice | None = None
+               ) -> torch.Tensor:
         """Object patches (B, h, w) under the windows ``idx`` (all when None)."""
-        flat = self.flat if idx is None else self.flat.index_select(0, idx)
-        return obj.view(-1).index_select(0, flat.view(-1)).view(-1, *self.probe_shape)
+        flat = self.select(self.flat, idx)
+        return obj.view(-1).index_select(0, flat.reshape(-1)).view(-1, *self.probe_shape)
 
     def scatter_add(self, target: torch.Tensor, values: torch.Tensor,
-                    idx: torch.Tensor | None = None) -> None:
+                    idx: torch.Tensor | slice | None = None) -> None:
         """Add window values (B, h, w) into ``target`` (object frame) in place."""
-        flat = self.flat if idx is None else self.flat.index_select(0, idx)
+        flat = self.select(self.flat, idx)
         target.view(-1).scatter_add_(0, flat.reshape(-1), values.reshape(-1))
 
-    def probes(self, probe: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def probes(self, probe: torch.Tensor, idx: torch.Tensor | slice | None = None
+               ) -> torch.Tensor:
         """Probe modes as seen by each window: (B, M, h, w), or (1, M, h, w) without shifts."""
         if not self.has_fraction:
             return probe.unsqueeze(0)
-        frac = self.fractions if idx is None else self.fractions[idx]
+        frac = self.select(self.fractions, idx)
         return fourier_shift(probe.unsqueeze(0), frac[:, None, :])
 
-    def unshift(self, grads: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def unshift(self, grads: torch.Tensor, idx: torch.Tensor | slice | None = None
+                ) -> torch.Tensor:
         """Adjoint of :meth:`probes`: undo each window's sub-pixel shift of (B, M, h, w)."""
         if not self.has_fraction:
             return grads
-        frac = self.fractions if idx is None else self.fractions[idx]
+        frac = self.select(self.fractions, idx)
         return fourier_shift(grads, -frac[:, None, :])
 
 
