@@ -129,20 +129,24 @@ def prepare(data: Any, config: Any, init: Snapshot | None) -> Problem:
 
 
 # ------------------------------------------------------------------------------ batching
+#: Smallest useful mean size of the non-overlapping sets (else random chunks are used).
+MIN_SET = 4
+
+
 def make_batches(problem: Problem, batch_size: int, gen: np.random.Generator
                  ) -> list[torch.Tensor]:
     """Index batches for one pass, in a fresh random order.
 
     ``batch_size`` 0: greedy sets of mutually non-overlapping windows, which make the
     per-position LSQ-ML step lengths exact (no two positions of a set touch the same object
-    pixel). ``batch_size`` k > 0: random chunks of k positions.
+    pixel); when such sets would hold fewer than ``MIN_SET`` positions on average, random
+    chunks of about √N positions instead. ``batch_size`` k > 0: random chunks of k.
     """
     n = problem.n_patterns
     order = gen.permutation(n)
     device = problem.device
     if batch_size > 0:
-        return [torch.as_tensor(order[i:i + batch_size], device=device)
-                for i in range(0, n, batch_size)]
+        return _chunks(order, batch_size, device)
     pos = problem.windows.positions.cpu().numpy()[order]
     h, w = problem.windows.probe_shape
     d = np.abs(pos[:, None, :] - pos[None, :, :])
@@ -158,7 +162,14 @@ def make_batches(problem: Problem, batch_size: int, gen: np.random.Generator
         else:
             members.append([j])
             blocked.append(overlap[j].copy())
+    if n / len(members) < MIN_SET:  # a dense scan on a small object: sets of one or two
+        return _chunks(order, max(MIN_SET, math.ceil(math.sqrt(n))), device)
     return [torch.as_tensor(order[m], device=device) for m in members]
+
+
+def _chunks(order: np.ndarray, size: int, device: Any) -> list[torch.Tensor]:
+    return [torch.as_tensor(order[i:i + size], device=device)
+            for i in range(0, len(order), size)]
 
 
 # ------------------------------------------------------------------ detector-space update
@@ -215,12 +226,16 @@ def _poisson_factor(model: torch.Tensor, counts: torch.Tensor, steps: int = 4
 
 def solve_steps(aa: torch.Tensor, ab: torch.Tensor, bb: torch.Tensor, ac: torch.Tensor,
                 bc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position (α_O, α_P) minimising ‖χ − α_O a − α_P b‖² (Tikhonov-damped), in [0, 1].
+    """Per-position (α_O, α_P) minimising ‖χ − α_O a − α_P b‖² + λ(α_O² + α_P²), in [0, 1].
 
     ``aa = ‖a‖², bb = ‖b‖², ab = Re<a, b>, ac = Re<a, χ>, bc = Re<b, χ>``, each (B,).
+    λ = 0.1 · mean(‖a‖², ‖b‖²) per position: when the object and probe directions explain χ
+    equally well (nearly collinear, e.g. a batch of one position) the system is singular,
+    and the damping splits the step evenly instead of giving it all to one of them.
     """
-    a11 = aa + 1e-6 * aa.mean() + 1e-30
-    a22 = bb + 1e-6 * bb.mean() + 1e-30
+    lam = 0.05 * (aa + bb) + 1e-30
+    a11 = aa + lam
+    a22 = bb + lam
     det = a11 * a22 - ab ** 2
     alpha_o = (a22 * ac - ab * bc) / det
     alpha_p = (a11 * bc - ab * ac) / det

@@ -114,9 +114,13 @@ class LSQML:
                 yield snap
 
     @staticmethod
-    def _batch(problem: Any, config: LSQMLConfig, idx: Any, update_probe: bool,
-               shifts: Any) -> Any:
-        """One LSQ-ML update over the positions ``idx``; returns the batch's error sum."""
+    def _batch(problem: Any, config: LSQMLConfig, idx: Any, update_probe: bool, shifts: Any
+               ) -> Any:
+        """One LSQ-ML update of object (and probe) over the positions ``idx``.
+
+        Writes the positions' least-squares shifts into ``shifts`` (when not None) and
+        returns the batch's error sum.
+        """
         import torch
 
         win, det = problem.windows, problem.detector
