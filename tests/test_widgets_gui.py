@@ -133,3 +133,16 @@ def test_resolved_frequency_ignores_the_noisy_innermost_ring():
     curve = np.array([0.2, 0.9, 0.8, 0.5, 0.1, 0.0])
     assert resolved_frequency((freq, curve, halfbit, 1 / 7)) == pytest.approx(0.3)
     assert resolved_frequency((freq, np.zeros(6), halfbit, 1 / 7)) == 0.0
+
+
+def test_manifest_widgets_open_through_npe2(make_napari_viewer):
+    from napari_ptycho._widgets._hub import hub_for
+
+    viewer = make_napari_viewer()
+    hubs = []
+    for name in ("Ptychography reconstruction", "Plots (loss, FRC)", "Scan inspector"):
+        _, widget = viewer.window.add_plugin_dock_widget("napari-ptycho", name)
+        assert widget.viewer is viewer  # not the proxy npe2 passes in
+        hubs.append(widget.hub)
+    assert all(h is hub_for(viewer) for h in hubs)  # the docks hear each other
+    assert hub_for(make_napari_viewer()) is not hub_for(viewer)

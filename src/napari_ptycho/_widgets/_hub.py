@@ -38,12 +38,25 @@ class RunEvents:
             self.last_key = ctx.source_key
 
 
-_HUBS: weakref.WeakKeyDictionary[Any, RunEvents] = weakref.WeakKeyDictionary()
+# keyed by id(): napari viewers compare equal by their fields, so they are poor dict keys
+_HUBS: dict[int, RunEvents] = {}
+
+
+def unwrap_viewer(viewer: Any) -> Any:
+    """The viewer itself: npe2 hands each dock its own public-only proxy of it.
+
+    Docks must agree on one identity (to share :func:`hub_for`) and write result arrays
+    in place, which proxies (they wrap every returned object) would prevent.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
 
 
 def hub_for(viewer: Any) -> RunEvents:
-    """The :class:`RunEvents` shared by every dock of ``viewer``."""
-    hub = _HUBS.get(viewer)
+    """The :class:`RunEvents` shared by every dock of ``viewer`` (proxied or not)."""
+    viewer = unwrap_viewer(viewer)
+    key = id(viewer)
+    hub = _HUBS.get(key)
     if hub is None:
-        hub = _HUBS[viewer] = RunEvents()
+        hub = _HUBS[key] = RunEvents()
+        weakref.finalize(viewer, _HUBS.pop, key, None)
     return hub

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from napari_ptycho._widgets._hub import hub_for
+from napari_ptycho._widgets._hub import hub_for, unwrap_viewer
 from napari_ptycho._widgets._layers import (
     RESULT_KEY,
     ROLE_KEY,
@@ -48,14 +48,14 @@ class ScanInspectorWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = unwrap_viewer(napari_viewer)
         self.hub = hub_for(napari_viewer)
         self._scans: list[Any] = []
         self.scan_box = QComboBox()
         self.index_box = QSpinBox()
         self.info = QLabel("Click a scan position on the object, or choose an index.")
         self.info.setWordWrap(True)
-        self.plot = ThemedCanvas(napari_viewer, ncols=2)
+        self.plot = ThemedCanvas(self.viewer, ncols=2)
         self.plot.setMinimumHeight(200)
         self.measured_ax, self.model_ax = self.plot.axes
         self.measured: np.ndarray | None = None

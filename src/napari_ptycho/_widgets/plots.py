@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_ptycho._widgets._hub import hub_for
+from napari_ptycho._widgets._hub import hub_for, unwrap_viewer
 from napari_ptycho._widgets._layers import display_name
 from napari_ptycho._widgets._mpl import ThemedCanvas
 
@@ -85,9 +85,9 @@ class PlotsWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = unwrap_viewer(napari_viewer)
         self.hub = hub_for(napari_viewer)
-        self.plot = ThemedCanvas(napari_viewer, nrows=2)
+        self.plot = ThemedCanvas(self.viewer, nrows=2)
         self.plot.setMinimumHeight(360)  # two readable axes; smaller collapses the layout
         self.loss_ax, self.frc_ax = self.plot.axes
         self.half_button = QPushButton("Half-set FRC (odd/even positions)")

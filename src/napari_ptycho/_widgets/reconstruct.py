@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ptycho._widgets._forms import ConfigForm
-from napari_ptycho._widgets._hub import hub_for
+from napari_ptycho._widgets._hub import hub_for, unwrap_viewer
 from napari_ptycho._widgets._layers import (
     RESULT_KEY,
     RUN_KEY,
@@ -84,7 +84,7 @@ class ReconstructionWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = unwrap_viewer(napari_viewer)
         self.hub = hub_for(napari_viewer)
         self.settings = WidgetSettings("reconstruct")
         self.form: ConfigForm | None = None
