@@ -7,8 +7,9 @@ Measures, for a simulated 256² Siemens-star scan:
   Start click itself, which creates the layers on a first run;
 * ``updates_per_s``: how often the dock pushed a snapshot to the layers;
 * ``cancel_to_end_s``: from Cancel to the worker's end, mid-run (goal ≤ 1 s);
-* ``wall_ratio``: the run's wall time in the viewer over the same run headless (mean of a
-  headless run before and one after; goal ≤ 1.15).
+* ``wall_ratio``: the run's wall time in the viewer over the same run headless (median over
+  ``--repeats`` GUI runs, each against the mean of the headless runs just before and after
+  it, because the load of a shared machine drifts; goal ≤ 1.15).
 
 Run under a display (``xvfb-run -a .venv/bin/python benchmarks/bench_gui.py``). Prints one
 JSON object, then a table. ``--batch-size 0`` uses the engine's compact sets instead of
@@ -34,6 +35,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=-1,
                    help="ePIE batch size; -1 = all positions at once (default), 0 = compact "
                         "sets")
+    p.add_argument("--repeats", type=int, default=3, help="GUI runs, each between two "
+                   "headless runs")
     p.add_argument("--json", default=None, help="also write the JSON here")
     return p.parse_args(argv)
 
@@ -114,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     params = {"iterations": args.iterations, "device": "cpu", "seed": 0,
               "batch_size": batch}
     config = make_config("epie", update_every=1, **params)
-    before = headless(data, config)
-
+    # warm-up: the first run imports the engine and builds FFT plans and compact sets
+    headless(data, make_config("epie", update_every=1, **{**params, "iterations": 1}))
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     qapp = QApplication.instance()
@@ -126,28 +129,41 @@ def main(argv: list[str] | None = None) -> int:
     dock.form.set_values(params)
     for _ in range(50):
         qapp.processEvents()
-    run = gui_run(viewer, dock, qapp)
+    # The shared machine's load drifts a lot: alternate headless and GUI runs and compare
+    # each GUI run with the headless runs just before and after it.
+    heads = [headless(data, config)]
+    runs = []
+    for _ in range(args.repeats):
+        runs.append(gui_run(viewer, dock, qapp))
+        heads.append(headless(data, config))
+    ratios = sorted(r["wall_s"] / ((a + b) / 2)
+                    for r, a, b in zip(runs, heads, heads[1:], strict=False))
     dock.form.set_values({"iterations": 10 * args.iterations})
     cancel = gui_run(viewer, dock, qapp, cancel_after_updates=3)
     viewer.close()
-    after = headless(data, config)
 
-    head = (before + after) / 2
+    first = runs[0]
     out = {
         "object": [args.size, args.size], "probe": args.probe, "positions": data.n_patterns,
         "iterations": args.iterations, "batch_size": batch, "torch_threads": 2,
-        "headless_s": [round(before, 3), round(after, 3)],
-        "gui_wall_s": round(run["wall_s"], 3),
-        "wall_ratio": round(run["wall_s"] / head, 3),
-        "updates": run["updates"], "updates_per_s": round(run["updates"] / run["wall_s"], 2),
-        "max_tick_gap_ms": round(run["max_tick_gap_ms"], 1),
-        "p95_tick_gap_ms": round(run["p95_tick_gap_ms"], 1),
-        "start_blocks_ms": round(1000 * run["start_s"], 1),
-        "update_ms_mean": round(run["update_ms_mean"], 1),
-        "update_ms_max": round(run["update_ms_max"], 1),
+        "repeats": args.repeats,
+        "headless_s": [round(h, 3) for h in heads],
+        "gui_wall_s": [round(r["wall_s"], 3) for r in runs],
+        "wall_ratios": [round(x, 3) for x in ratios],
+        "wall_ratio": round(ratios[len(ratios) // 2], 3),
+        "updates": sum(r["updates"] for r in runs),
+        "updates_per_s": round(sum(r["updates"] for r in runs)
+                               / sum(r["wall_s"] for r in runs), 2),
+        "max_tick_gap_ms": round(max(r["max_tick_gap_ms"] for r in runs), 1),
+        "p95_tick_gap_ms": round(max(r["p95_tick_gap_ms"] for r in runs), 1),
+        "start_blocks_ms": round(1000 * first["start_s"], 1),
+        "start_blocks_ms_later": round(1000 * max(r["start_s"] for r in runs[1:]), 1)
+        if len(runs) > 1 else None,
+        "update_ms_mean": round(sum(r["update_ms_mean"] for r in runs) / len(runs), 1),
+        "update_ms_max": round(max(r["update_ms_max"] for r in runs), 1),
         "max_tick_gap_ms_cancel_run": round(cancel["max_tick_gap_ms"], 1),
         "cancel_to_end_s": round(cancel["cancel_to_end_s"], 3),
-        "cancel_iteration_s": round(head / args.iterations, 3),
+        "cancel_iteration_s": round(min(heads) / args.iterations, 3),
     }
     out["load_average_1min"] = round(os.getloadavg()[0], 1)
     print(json.dumps(out))
@@ -157,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("longest main-thread gap (10 ms QTimer)", f"{out['max_tick_gap_ms']} ms", "≤ 100 ms"),
         ("95th-percentile main-thread gap", f"{out['p95_tick_gap_ms']} ms", ""),
-        ("Start button (creates the layers)", f"{out['start_blocks_ms']} ms", ""),
+        ("Start button, first run (creates the layers)", f"{out['start_blocks_ms']} ms", ""),
+        ("Start button, later runs", f"{out['start_blocks_ms_later']} ms", ""),
         ("dock work per update, mean / max",
          f"{out['update_ms_mean']} / {out['update_ms_max']} ms", ""),
         ("layer updates per second", f"{out['updates_per_s']}", "≥ 2, ≤ 5"),
         ("Cancel → worker end", f"{out['cancel_to_end_s']} s", "≤ 1 s"),
-        ("wall time in viewer / headless", f"{out['wall_ratio']}×", "≤ 1.15×"),
+        ("wall time in viewer / headless (median)", f"{out['wall_ratio']}×", "≤ 1.15×"),
     ]
     print(f"\n{'measure':42s} {'value':>12s}  goal")
     for name, value, goal in rows:

@@ -146,3 +146,32 @@ def test_manifest_widgets_open_through_npe2(make_napari_viewer):
         hubs.append(widget.hub)
     assert all(h is hub_for(viewer) for h in hubs)  # the docks hear each other
     assert hub_for(make_napari_viewer()) is not hub_for(viewer)
+
+
+def test_runner_throttles_costly_updates_and_always_shows_the_final_snapshot(qtbot):
+    import time
+
+    from napari_ptycho._widgets._runner import RunContext, StreamRunner
+    from napari_ptycho.engines import make_config
+    from widget_helpers import small_scan
+
+    shown, finished = [], []
+
+    def slow_update(ctx, snap):  # stands in for a costly layer refresh (50 ms)
+        time.sleep(0.05)
+        shown.append(snap.iteration)
+
+    runner = StreamRunner(slow_update, lambda *a: finished.append(a), max_rate=100,
+                          show_progress=False, busy_fraction=0.25)
+    config = make_config("slow_test", iterations=150, delay=0.01)
+    ctx = RunContext(small_scan(), "slow_test", config, "scan", "k")
+    t0 = time.perf_counter()
+    runner.start(ctx)
+    assert runner.wait(30)
+    wall = time.perf_counter() - t0
+    # each update "costs" 2 × 50 ms of main thread, so at most one per 0.4 s (+ the final)
+    assert len(shown) <= wall / 0.4 + 2
+    assert shown[-1] == 150 and finished[0][2] == "done"
+    assert shown == sorted(shown)
+    with pytest.raises(ValueError, match="busy_fraction"):
+        StreamRunner(slow_update, slow_update, busy_fraction=0)
