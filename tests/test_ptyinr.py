@@ -25,10 +25,10 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_scan():
-    """40² object, 16² Gaussian probe, 60 % overlap: a second per dozen steps."""
+    """40² smooth object, 16² Gaussian probe, 60 % overlap: a second per dozen steps."""
     from napari_ptycho.physics.simulate import simulate_ptycho
 
-    return simulate_ptycho(object="siemens", object_size=40, probe_size=16, overlap=0.6,
+    return simulate_ptycho(object="large_features", object_size=40, probe_size=16, overlap=0.6,
                            photons=1e6, noise="none", probe="gaussian", seed=0)
 
 
@@ -135,24 +135,29 @@ def test_one_training_step_lowers_the_loss(tiny_scan):
 
 def test_tiny_joint_fit_improves_object_and_probe(tiny_scan):
     from napari_ptycho.engines._ptyinr_fit import Fit
-    from napari_ptycho.metrics import evaluate, scanned_region
+    from napari_ptycho.metrics import evaluate
 
-    cfg = _tiny_config(object_width=64, object_layers=2, object_lr=2e-3, probe_lr=1e-2)
+    cfg = _tiny_config(object_lr=3e-3, probe_lr=1e-2, probe_start=10)
     fit = Fit(tiny_scan, cfg, None)
-    region = scanned_region(tiny_scan.positions, tiny_scan.probe_shape,
-                            tiny_scan.object_shape)
+    # score where the probe lit the object: dark pixels are not constrained by any data
+    lit = np.zeros(tiny_scan.object_shape)
+    power = np.abs(tiny_scan.truth_probe[0]) ** 2
+    for r, c in np.floor(tiny_scan.positions).astype(int):
+        lit[r:r + 16, c:c + 16] += power
+    region = lit > 0.5 * lit.max()
 
     def errors() -> tuple[float, float]:
         obj, probe = fit.render()
-        return (evaluate(obj, tiny_scan.truth_object, region=region, scale=True)["nrmse"],
-                evaluate(probe[0], tiny_scan.truth_probe[0], scale=True)["nrmse"])
+        return (evaluate(obj, tiny_scan.truth_object, region=region, scale=True,
+                         ramp=True)["nrmse"],
+                evaluate(probe[0], tiny_scan.truth_probe[0], scale=True, ramp=True)["nrmse"])
 
     obj0, probe0 = errors()
-    for k in range(60):
+    for k in range(50):
         fit.step(k)
     obj1, probe1 = errors()
-    assert obj1 < 0.8 * obj0
-    assert probe1 < 0.9 * probe0
+    assert obj1 < 0.5 * obj0
+    assert probe1 < 0.5 * probe0
 
 
 @pytest.mark.parametrize("failure", ["nan", "diverge"])

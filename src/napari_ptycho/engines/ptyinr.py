@@ -31,7 +31,7 @@ from napari_ptycho.engines.config import BaseConfig
 PRESETS = {"cpu": (128, 2, 64, 2), "paper": (512, 3, 64, 2)}
 #: Learning rates per preset: (object, probe). The paper's rates (1e-5–1e-4) assume
 #: thousands of epochs on a GPU; the CPU preset takes larger steps to converge in minutes.
-PRESET_LR = {"cpu": (1e-3, 3e-3), "paper": (1e-4, 1e-3)}
+PRESET_LR = {"cpu": (2e-3, 1e-2), "paper": (1e-4, 1e-3)}
 
 
 @dataclass
@@ -114,8 +114,8 @@ class PtyINRConfig(BaseConfig):
         chk.check_choice(self, "probe", ("learn", "known"))
         chk.check_choice(self, "sampling", ("grid", "exact"))
         chk.check_choice(self, "precision", ("float32", "bfloat16"))
-        for name in ("object_width", "object_layers", "batch_size", "probe_reg_steps", "probe_start",
-                     "prefit_steps"):
+        for name in ("object_width", "object_layers", "batch_size", "probe_reg_steps",
+                     "probe_start", "prefit_steps"):
             chk.check_int(self, name, 0)
         chk.check_int(self, "render_every", 1)
         chk.check_float(self, "first_omega", 0.0, 3000.0, low_open=True)
@@ -162,6 +162,7 @@ class PtyINR:
         total = start + config.iterations
         first_loss = None
         last: Snapshot | None = None
+        rendered_at = start
         for it in range(start + 1, total + 1):
             loss, err = fit.step(it - start - 1)
             if not (math.isfinite(loss) and math.isfinite(err)):
@@ -176,7 +177,7 @@ class PtyINR:
             done = it == total
             if (it - start) % config.update_every and not done:
                 continue
-            if last is None or (it - start) % config.render_every == 0 or done:
+            if last is None or it - rendered_at >= config.render_every or done:
                 obj, probe = fit.render()
                 if not (np.isfinite(obj).all() and np.isfinite(probe).all()):
                     raise EngineError(self._stop_message("non-finite object or probe", it,
