@@ -34,6 +34,7 @@ def dock(make_napari_viewer, qtbot):
     viewer.add_image(np.log10(1 + intensity), name="toy intensity (log10)",
                      metadata={"bragg_data": data})
     widget = BraggWidget(viewer)
+    widget.min_interval = 0.0  # show every update, however fast the run
     viewer.window.add_dock_widget(widget)
     return viewer, widget
 
@@ -86,6 +87,18 @@ def test_dock_reports_bad_parameters_without_crashing(dock) -> None:
     widget.form["beta"].value = 0.0
     widget.start()
     assert "beta" in widget.status.value and widget.worker is None
+
+
+def test_headless_twin_throttles_updates_but_keeps_the_final_one() -> None:
+    from napari_ptycho._widgets.bragg import compute
+    from napari_ptycho.engines import make_config
+
+    _, intensity = toy_crystal(n=16, radius=3)
+    cfg = make_config("er", iterations=20, update_every=1)
+    every = list(compute(BraggData(intensity), "er", cfg))
+    few = list(compute(BraggData(intensity), "er", cfg, min_interval=60.0))
+    assert len(every) == 20 and len(few) == 2  # the first and the final update
+    assert few[-1][0].done and "surface" in few[-1][1]
 
 
 def test_dock_preprocesses_before_reconstructing(dock, qtbot) -> None:

@@ -45,12 +45,18 @@ def _bragg_of(layer: Any) -> Any:
 
 
 def compute(data: Any, method: str, config: Any, preprocess: bool = False, size: int = 64,
-            oversampling: float = 3.0) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Headless twin of the dock: yield ``(snapshot, views)`` for every engine update.
+            oversampling: float = 3.0, min_interval: float = 0.0
+            ) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Headless twin of the dock: yield ``(snapshot, views)`` for the engine's updates.
 
     ``views`` is :func:`~napari_ptycho.bragg_processing.postprocess` of the snapshot (the
     final one also unwraps the phase), computed here so the GUI thread only draws.
+    Post-processing a 64³ volume takes about 0.2 s, more than ten iterations, so updates
+    that arrive less than ``min_interval`` seconds after the last shown one are skipped
+    (never the final one).
     """
+    import time
+
     from napari_ptycho import bragg_processing as bp
     from napari_ptycho.engines import stream
 
@@ -58,9 +64,13 @@ def compute(data: Any, method: str, config: Any, preprocess: bool = False, size:
         data = bp.prepare(data, size=size, target_oversampling=oversampling)
     q = getattr(data, "q_direction", (1.0, 0.0, 0.0))
     q_mag = (getattr(data, "metadata", {}) or {}).get("q_magnitude")
+    shown = -float("inf")
     for snap in stream(data, method, config=config):
+        if not snap.done and time.perf_counter() - shown < min_interval:
+            continue
         views = bp.postprocess(snap.object, snap.extras.get("support"), q_direction=q,
                                unwrap=snap.done, q_magnitude=q_mag)
+        shown = time.perf_counter()
         yield snap, views
 
 
@@ -76,6 +86,8 @@ class BraggWidget(QWidget):
         self.last_error = ""
         self.chi2_history: list[tuple[int, float]] = []
         self._prefix = "bragg"
+        #: seconds between shown updates (post-processing is slower than the iterations)
+        self.min_interval = 0.5
 
         self.layer_box = ComboBox(label="volume", choices=self._volume_layers)
         self.preprocess = CheckBox(text="crop around peak and bin", value=False)
@@ -186,7 +198,7 @@ class BraggWidget(QWidget):
         self.chi2_history = []
         self.worker = thread_worker(compute, start_thread=False)(
             data, self.method_box.value, cfg, self.preprocess.value,
-            int(self.size_box.value), float(self.os_box.value))
+            int(self.size_box.value), float(self.os_box.value), self.min_interval)
         self.worker.yielded.connect(self._on_update)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
