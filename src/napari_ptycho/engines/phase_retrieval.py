@@ -275,7 +275,6 @@ class PhaseRetrievalEngine:
             Starting object (same shape) and optional ``extras["support"]`` (e.g. a
             network's prediction); only with ``n_starts == 1``.
         """
-
         config.validate()
         intensity = validate_intensity(getattr(data, "intensity", data))
         mask = getattr(data, "mask", None)
