@@ -204,3 +204,31 @@ def test_bad_volumes_get_clear_messages(volume: np.ndarray, match: str) -> None:
 def test_engine_refuses_negative_counts_in_bragg_data() -> None:
     with pytest.raises(ValueError, match="negative"):
         reconstruct(BraggData(_peaked((16, 16, 16)) - 2), "er", iterations=2)
+
+
+def test_update_weights_match_the_textbook_er_hio_raar_steps() -> None:
+    import torch
+
+    from napari_ptycho.engines.phase_retrieval_core import Weights, fast_abs
+
+    gen = torch.Generator().manual_seed(0)
+    shape = (6, 6, 6)
+    rho = torch.randn(shape, dtype=torch.complex64, generator=gen)
+    proj = torch.randn(shape, dtype=torch.complex64, generator=gen)  # P_M(rho)
+    support = torch.rand(shape, generator=gen) > 0.5
+    beta = 0.7
+    weights = Weights(support, beta)
+
+    def step(alg: str) -> torch.Tensor:
+        w, c = weights[alg]
+        return proj * w if c is None else rho * c + proj * w
+
+    s = support
+    torch.testing.assert_close(step("ER"), torch.where(s, proj, 0))
+    # Fienup's HIO: P_M(ρ) inside the support, ρ − β P_M(ρ) outside
+    torch.testing.assert_close(step("HIO"), torch.where(s, proj, rho - beta * proj))
+    # Luke's RAAR: β/2 (R_S R_M + I) ρ + (1 − β) P_M ρ, with R = 2P − I
+    r_m = 2 * proj - rho
+    r_s_r_m = 2 * torch.where(s, r_m, 0) - r_m
+    torch.testing.assert_close(step("RAAR"), beta / 2 * (r_s_r_m + rho) + (1 - beta) * proj)
+    torch.testing.assert_close(fast_abs(proj), proj.abs())

@@ -29,14 +29,21 @@ import torch
 
 from napari_ptycho.engines.base import EngineError, Snapshot, Timer, select_device
 from napari_ptycho.engines.config import BaseConfig
+from napari_ptycho.engines.phase_retrieval_core import (
+    MAX_VOXELS,
+    MIN_SIDE,
+    Problem,
+    Weights,
+    fast_abs,
+    validate_intensity,
+)
 from napari_ptycho.engines.recipe import schedule
 from napari_ptycho.physics.bragg import shrink_wrap
 
-#: Smallest and largest accepted volumes (voxels per axis / in total).
-MIN_SIDE = 8
-MAX_VOXELS = 512**3
-
 BASELINE_RECIPE = "(20ER+160HIO+20ER)*3"
+
+__all__ = ["BASELINE_RECIPE", "ER", "ERHIO", "HIO", "MAX_VOXELS", "MIN_SIDE", "RAAR3D",
+           "PhaseRetrievalConfig", "PhaseRetrievalEngine", "fast_abs", "validate_intensity"]
 
 
 @dataclass
@@ -132,126 +139,6 @@ class ERHIOConfig(PhaseRetrievalConfig):
     recipe: str = BASELINE_RECIPE
 
 
-def validate_intensity(intensity: Any) -> np.ndarray:
-    """Check a Bragg intensity volume and return it as float32.
-
-    Raises
-    ------
-    ValueError
-        For non-3D, too small or too large volumes, non-finite, negative or all-zero counts,
-        or a Bragg peak on the border of the array (not centred).
-    """
-    arr = np.asarray(intensity)
-    if np.iscomplexobj(arr):
-        raise ValueError("intensity must hold real counts, not complex values")
-    arr = arr.astype(np.float32, copy=False)
-    if arr.ndim != 3:
-        raise ValueError(f"intensity must be a 3D volume (D, H, W); got shape {arr.shape}")
-    if min(arr.shape) < MIN_SIDE:
-        raise ValueError(f"intensity volume {arr.shape} is too small: need at least "
-                         f"{MIN_SIDE} voxels per axis")
-    if arr.size > MAX_VOXELS:
-        raise ValueError(f"intensity volume {arr.shape} is too large ({arr.size} voxels > "
-                         f"{MAX_VOXELS}); crop or bin it first (bragg_processing.prepare)")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("intensity contains NaN or infinite values; mask them first")
-    if arr.min() < 0:
-        raise ValueError(f"intensity has negative counts (min {arr.min():g}); clip or mask "
-                         "them before phase retrieval")
-    if not arr.max() > 0:
-        raise ValueError("intensity is all zero: nothing to reconstruct")
-    peak = np.unravel_index(int(np.argmax(arr)), arr.shape)
-    for axis, (p, n) in enumerate(zip(peak, arr.shape, strict=True)):
-        if p == 0 or p == n - 1:
-            raise ValueError(f"the Bragg peak {tuple(int(q) for q in peak)} lies on the edge "
-                             f"of the array (axis {axis}); centre it first with "
-                             "bragg_processing.crop_around_peak")
-    return arr
-
-
-def fast_abs(z: Any, out: Any = None) -> Any:
-    """|z| of a complex tensor as ``sqrt(re² + im²)``.
-
-    On CPU ``torch.abs`` of complex64 calls a scalar ``hypot`` per element and costs about
-    0.7 ms on 64³ (almost half an FFT pair); this vectorised form costs about 0.3 ms. No
-    overflow concern at float32 for diffraction amplitudes.
-    """
-    re, im = z.real, z.imag
-    if out is None:
-        out = torch.empty(z.shape, dtype=re.dtype, device=z.device)
-    return torch.mul(re, re, out=out).addcmul_(im, im).sqrt_()
-
-
-class _Problem:
-    """Device tensors shared by all starts: shifted amplitudes, fit and free masks."""
-
-    def __init__(self, intensity: np.ndarray, mask: np.ndarray | None, free_fraction: float,
-                 seed: int, device: Any) -> None:
-
-        valid = np.ones(intensity.shape, bool) if mask is None else np.asarray(mask, bool)
-        rng = np.random.default_rng(seed)
-        free = valid & (rng.random(intensity.shape) < free_fraction)
-        fit = valid & ~free
-
-        def shifted(a: np.ndarray, dtype: Any) -> Any:
-            return torch.from_numpy(np.ascontiguousarray(np.fft.ifftshift(a))).to(
-                device=device, dtype=dtype)
-
-        self.device = device
-        self.shape = intensity.shape
-        self.intensity = shifted(intensity, torch.float32)
-        self.amp = torch.sqrt(self.intensity)
-        self.fit = shifted(fit, torch.float32)
-        self.unfit = 1.0 - self.fit
-        self.free = shifted(free, torch.bool)
-        self.has_unfit = bool((~fit).any())
-        self.amp_fit = self.amp * self.fit
-        self.neg_amp_fit = -self.amp_fit
-        self._diff = torch.empty_like(self.amp)
-        self.norm = float((self.amp_fit**2).sum())
-
-    def misfit(self, abs_f: Any) -> Any:
-        """Σ_fit (|F| − √I)² / Σ_fit I as a 0-d tensor (no host sync)."""
-        # two passes (fused multiply-add, then a BLAS dot) instead of four elementwise ones
-        diff = torch.addcmul(self.neg_amp_fit, abs_f, self.fit, out=self._diff).reshape(-1)
-        return torch.dot(diff, diff) / self.norm
-
-    def evaluate(self, rho: Any) -> tuple[float, float]:
-        """(χ², free LLK) of a support-projected object."""
-        abs_f = fast_abs(torch.fft.fftn(rho, norm="ortho"))
-        chi2 = float(self.misfit(abs_f))
-        if not bool(self.free.any()):
-            return chi2, float("nan")
-        ic = abs_f[self.free].square().clamp_min(1e-12)
-        io = self.intensity[self.free]
-        dev = ic - io + torch.xlogy(io, io) - io * torch.log(ic)
-        return chi2, float(dev.mean())
-
-
-class _Weights:
-    """Per-algorithm update weights (w, c) for the current support, cached."""
-
-    def __init__(self, support: Any, beta: float) -> None:
-        self.set_support(support)
-        self.beta = beta
-
-    def set_support(self, support: Any) -> None:
-        self.support = support
-        self.s = support.float()
-        self.cache: dict[str, tuple[Any, Any]] = {}
-
-    def __getitem__(self, alg: str) -> tuple[Any, Any]:
-        if alg not in self.cache:
-            s, out, b = self.s, 1.0 - self.s, self.beta
-            if alg == "ER":
-                self.cache[alg] = (s, None)
-            elif alg == "HIO":
-                self.cache[alg] = (s - b * out, out)
-            else:  # RAAR
-                self.cache[alg] = (s + (1 - 2 * b) * out, b * out)
-        return self.cache[alg]
-
-
 class PhaseRetrievalEngine:
     """ER / HIO / RAAR with shrink-wrap, averaging and multiple starts (see module doc)."""
 
@@ -290,7 +177,7 @@ class PhaseRetrievalEngine:
             if not np.all(np.isfinite(init.object)):
                 raise ValueError("init object contains NaN or infinite values")
         device = select_device(config.device)
-        prob = _Problem(intensity, mask, config.free_fraction, config.seed, device)
+        prob = Problem(intensity, mask, config.free_fraction, config.seed, device)
         plan = schedule(config.recipe, int(config.iterations))
         timer = Timer()
         total = len(plan) * config.n_starts
@@ -316,7 +203,7 @@ class PhaseRetrievalEngine:
         snap.extras.update(ranking=ranking, best_start=best["start"])
         yield snap
 
-    def _initial(self, prob: _Problem, config: PhaseRetrievalConfig, init: Snapshot | None,
+    def _initial(self, prob: Problem, config: PhaseRetrievalConfig, init: Snapshot | None,
                  start: int) -> tuple[Any, Any]:
         """Starting object and support: from ``init``, else autocorrelation + random phases."""
         if init is not None:
@@ -342,11 +229,11 @@ class PhaseRetrievalEngine:
                               norm="ortho")
         return rho * support, support
 
-    def _iterate(self, prob: _Problem, config: PhaseRetrievalConfig, plan: list[str],
+    def _iterate(self, prob: Problem, config: PhaseRetrievalConfig, plan: list[str],
                  rho: Any, support: Any, start: int, timer: Timer, total: int
                  ) -> Iterator[tuple[Snapshot, dict[str, Any] | None]]:
         n = len(plan)
-        weights = _Weights(support, config.beta)
+        weights = Weights(support, config.beta)
         errors: list[Any] = []
         avg, avg_count = None, 0
         offset = start * n
