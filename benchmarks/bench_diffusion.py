@@ -39,7 +39,7 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
                            probe_fwhm=args.probe_fwhm)
     kw: dict = {"device": "cpu", "seed": seed, "probe_init": "given"}
     if method == "rpie":
-        kw.update(iterations=args.rpie_iterations, update_probe=False, alpha=0.1)
+        kw.update(iterations=args.rpie_iterations, update_probe=False, alpha=args.rpie_alpha)
     elif method == "awf":
         kw.update(iterations=args.awf_iterations)
     else:
@@ -66,8 +66,9 @@ def measure(args: argparse.Namespace) -> dict:
     rows = []
     for ov in overlaps:
         for method in methods:
-            cases = [run_case(o, ov, k, method, args) for k, o in enumerate(objects)]
-            rows.append({"overlap": ov, "method": method, "cases": cases})
+            cases = [run_case(o, ov, k, method, args, scan=args.scan)
+                     for k, o in enumerate(objects)]
+            rows.append({"overlap": ov, "method": method, "scan": args.scan, "cases": cases})
             print(json.dumps(summary_row(rows[-1])), flush=True)
     out: dict = {"rows": rows, "settings": {k: v for k, v in vars(args).items()
                                             if k not in ("merge", "json")}}
@@ -88,6 +89,7 @@ def summary_row(row: dict) -> dict:
         return float(v.mean()), float(v.std())
 
     return {"overlap": row["overlap"], "method": row["method"], "n": len(c),
+            "scan": row.get("scan", "raster"),
             "positions": int(np.mean([x["positions"] for x in c])),
             "nrmse": stat("nrmse"), "ssim_amplitude": stat("ssim_amplitude"),
             "wall_s": stat("wall_s")}
@@ -96,12 +98,13 @@ def summary_row(row: dict) -> dict:
 def table(results: list[dict]) -> str:
     """Markdown table of merged results."""
     rows = [summary_row(r) for res in results for r in res["rows"]]
-    rows.sort(key=lambda r: (r["overlap"], METHODS.index(r["method"])
+    rows.sort(key=lambda r: (r["overlap"], r["scan"], METHODS.index(r["method"])
                              if r["method"] in METHODS else 9))
-    lines = ["| overlap | positions | method | n | NRMSE | SSIM (amplitude) | wall s / object |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| overlap | scan | positions | method | n | NRMSE | SSIM (amplitude) | wall s / "
+             "object |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['overlap']:.0%} | {r['positions']} | {r['method']} | {r['n']} | "
+        lines.append(f"| {r['overlap']:.0%} | {r['scan']} | {r['positions']} | {r['method']} | "
+                     f"{r['n']} | "
                      f"{r['nrmse'][0]:.3f} ± {r['nrmse'][1]:.3f} | "
                      f"{r['ssim_amplitude'][0]:.3f} ± {r['ssim_amplitude'][1]:.3f} | "
                      f"{r['wall_s'][0]:.1f} |")
@@ -126,12 +129,14 @@ def main() -> None:
     p.add_argument("--overlaps", default="0.2,0.38,0.44,0.5,0.62")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--probe-fwhm", type=float, default=20.0)
-    p.add_argument("--rpie-iterations", type=int, default=100)
-    p.add_argument("--awf-iterations", type=int, default=200)
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--rpie-iterations", type=int, default=200)
+    p.add_argument("--rpie-alpha", type=float, default=0.1)
+    p.add_argument("--awf-iterations", type=int, default=300)
+    p.add_argument("--steps", type=int, default=50)
     p.add_argument("--zeta", type=float, default=0.2)
     p.add_argument("--travel", type=int, default=5)
-    p.add_argument("--travel-every", type=int, default=5)
+    p.add_argument("--travel-every", type=int, default=10)
+    p.add_argument("--scan", default="raster", help="scan kind of the main rows")
     p.add_argument("--generalisation", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="also write the raw results here")
