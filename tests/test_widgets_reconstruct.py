@@ -51,7 +51,7 @@ def test_cancel_mid_run_keeps_last_snapshot_and_dock_can_start_again(make_napari
     add_scan(viewer, scan)
     dock = _dock(viewer, iterations=2000, delay=0.02)
     dock.start()
-    qtbot.waitUntil(lambda: dock.runner.updates >= 2, timeout=15000)
+    qtbot.waitUntil(lambda: dock.runner.updates >= 2, timeout=60_000)
     assert dock.cancel_button.isEnabled() and not dock.start_button.isEnabled()
     t0 = time.perf_counter()
     dock.cancel()
@@ -77,7 +77,7 @@ def test_switching_selected_layer_does_not_redirect_running_output(make_napari_v
     dock = _dock(viewer, iterations=30, delay=0.03)
     dock.select_layer(a)
     ctx = dock.start()
-    qtbot.waitUntil(lambda: dock.runner.updates >= 1, timeout=15000)
+    qtbot.waitUntil(lambda: dock.runner.updates >= 1, timeout=60_000)
     dock.select_layer(b)
     assert dock.runner.wait(20)
     assert {ly.metadata[ROLE_KEY] for ly in _outputs(viewer, source_key(a))} == ROLES
@@ -165,7 +165,7 @@ def test_epie_on_sample_scan_streams_updates_into_the_same_layers(make_napari_vi
                                                                    qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-ptycho", "siemens")
-    dock = _dock(viewer, method="epie", iterations=6, device="cpu")
+    dock = _dock(viewer, method="epie", iterations=200, device="cpu")
     scan_layer = dock.selected_layer()
     assert scan_layer is not None and scan_layer.name.startswith("siemens")
     seen = []
@@ -183,8 +183,11 @@ def test_epie_on_sample_scan_streams_updates_into_the_same_layers(make_napari_vi
     n_before = len(viewer.layers)
     dock.start()
     assert len(viewer.layers) == n_before + len(ROLES)
-    assert dock.runner.wait(120)
-    assert dock.status.text().startswith("Finished"), dock.status.text()
+    # the update rate adapts to the machine: wait for three, however long they take
+    qtbot.waitUntil(lambda: len(seen) >= 3, timeout=120_000)
+    dock.cancel()
+    assert dock.runner.wait(60)
+    assert dock.status.text().startswith("Cancelled"), dock.status.text()
     assert len(seen) >= 3
     assert all(s[0] is seen[0][0] for s in seen), "amplitude layer was replaced"
     assert all(s[4] == n_before + len(ROLES) for s in seen), "a layer was added mid-run"
@@ -197,4 +200,5 @@ def test_epie_on_sample_scan_streams_updates_into_the_same_layers(make_napari_vi
     assert amp.scale[-1] == pytest.approx(data.geometry.object_pixel_size * 1e6)
     assert tuple(str(u) for u in amp.units) == ("micrometer", "micrometer")
     result = amp.metadata[RESULT_KEY]
-    assert result.method == "epie" and result.parameters["iterations"] == 6
+    assert result.method == "epie" and result.parameters["iterations"] == 200
+    assert result.iteration == dock.runner.latest.iteration  # the last snapshot is shown
