@@ -4,8 +4,11 @@ Without IMAGES the bundled scikit-image pictures (training columns only, see
 :mod:`napari_ptycho.training._diffusion_data`) plus the simulator's synthetic families are
 used; this reproduces the shipped ``weights/diffusion_prior.pt``::
 
-    napari-ptycho train diffusion -o src/napari_ptycho/weights --size 64 --base 32 \\
-        --batch 12 --max-minutes 55
+    napari-ptycho train diffusion -o src/napari_ptycho/weights --size 32 --base 24 \\
+        --batch 16 --threads 1 --max-minutes 52
+
+(the shipped weights are its 32-minute checkpoint, step 1947: the run was stopped there to
+free the shared CPU; see the card's ``note``)
 
 IMAGES may be complex reconstructions (``.npy``/``.npz``, result ``.h5`` files: amplitude
 and phase are kept together) or gray pictures (``.tif``, ``.png``...: amplitude and phase
@@ -32,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", help="training images (default: bundled set)")
     parser.add_argument("-o", "--output", default=str(DEFAULT_DIR),
                         help="output folder for diffusion_prior.pt and its JSON card")
-    parser.add_argument("--size", type=int, default=64, help="patch side (multiple of 4)")
-    parser.add_argument("--base", type=int, default=32, help="U-Net channels at full size")
-    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--size", type=int, default=32, help="patch side (multiple of 4)")
+    parser.add_argument("--base", type=int, default=24, help="U-Net channels at full size")
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=200_000, help="maximum optimiser steps")
     parser.add_argument("--max-minutes", type=float, default=55.0, help="wall-time budget")
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -142,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
                     " ".join(args.images) if args.images else "") +
                 f" -o {args.output} --size {args.size} --base {args.base} "
                 f"--batch {args.batch} --max-minutes {args.max_minutes} --lr {args.lr} "
-                f"--ema {args.ema} --seed {args.seed}",
+                f"--ema {args.ema} --seed {args.seed} --threads {args.threads}",
                 "data": ("user images: " + ", ".join(args.images)) if args.images else
                 "scikit-image bundled pictures (training columns only) + "
                 f"{args.synthetic_fraction:.0%} simulator objects; random rotation, "
