@@ -74,12 +74,14 @@ def test_switching_selected_layer_does_not_redirect_running_output(make_napari_v
     viewer = make_napari_viewer()
     a = add_scan(viewer, small_scan(seed=1), name="A")
     b = add_scan(viewer, small_scan(seed=2, object_size=80), name="B")
-    dock = _dock(viewer, iterations=30, delay=0.03)
+    dock = _dock(viewer, iterations=100, delay=0.03)
     dock.select_layer(a)
     ctx = dock.start()
     qtbot.waitUntil(lambda: dock.runner.updates >= 1, timeout=60_000)
+    assert dock.runner.running
     dock.select_layer(b)
-    assert dock.runner.wait(20)
+    assert dock.selected_layer() is b
+    assert dock.runner.wait(30)
     assert {ly.metadata[ROLE_KEY] for ly in _outputs(viewer, source_key(a))} == ROLES
     assert _outputs(viewer, source_key(b)) == []
     result = viewer.layers["A amplitude"].metadata[RESULT_KEY]
