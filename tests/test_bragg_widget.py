@@ -109,3 +109,18 @@ def test_dock_preprocesses_before_reconstructing(dock, qtbot) -> None:
     _run(widget, qtbot, iterations=10, update_every=5)
     assert widget.last_error == ""
     assert viewer.layers["toy amplitude"].data.shape == (32, 32, 32)
+
+
+def test_cancel_stops_a_long_run_and_keeps_the_last_volumes(dock, qtbot) -> None:
+    viewer, widget = dock
+    widget.method_box.value = "er"
+    widget.form["iterations"].value = 1_000_000
+    widget.form["update_every"].value = 1
+    widget.min_interval = 0.2  # as in use: do not flood the GUI thread with updates
+    widget.start()
+    qtbot.waitUntil(lambda: widget.n_updates >= 1, timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.finished, timeout=60_000)
+    assert widget.status.value.startswith("cancelled after")
+    assert widget.chi2_history[-1][0] < 1_000_000
+    assert "toy amplitude" in viewer.layers and widget.start_btn.enabled

@@ -88,6 +88,7 @@ class BraggWidget(QWidget):
         self._prefix = "bragg"
         #: seconds between shown updates (post-processing is slower than the iterations)
         self.min_interval = 0.5
+        self._cancelled = False
 
         self.layer_box = ComboBox(label="volume", choices=self._volume_layers)
         self.preprocess = CheckBox(text="crop around peak and bin", value=False)
@@ -195,6 +196,7 @@ class BraggWidget(QWidget):
             return
         self._prefix = str(getattr(layer, "name", "bragg")).split(" intensity")[0]
         self.n_updates, self.finished, self.last_error = 0, False, ""
+        self._cancelled = False
         self.chi2_history = []
         self.worker = thread_worker(compute, start_thread=False)(
             data, self.method_box.value, cfg, self.preprocess.value,
@@ -209,9 +211,10 @@ class BraggWidget(QWidget):
 
     def cancel(self) -> None:
         """Stop the run at its next update (the last volumes stay)."""
-        if self.worker is not None:
+        if self.worker is not None and not self.finished:
+            self._cancelled = True
             self.worker.quit()
-            self.status.value = "cancelled"
+            self.status.value = "cancelling ..."
 
     def _on_error(self, exc: Exception) -> None:
         self.last_error = str(exc)
@@ -219,6 +222,9 @@ class BraggWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.finished = True
+        if self._cancelled:
+            done = self.chi2_history[-1][0] if self.chi2_history else 0
+            self.status.value = f"cancelled after {done} iterations"
         self.start_btn.enabled, self.cancel_btn.enabled = True, False
         self.export_btn.enabled = self.n_updates > 0
 
