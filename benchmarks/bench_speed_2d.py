@@ -1,0 +1,224 @@
+"""Speed of the 2D engines against the FFT floor, and CDTools side by side (issue #4).
+
+A Siemens-star scan of 1024 patterns of 64² (32 × 32 raster, 5 px steps, 1e6 photons,
+Poisson noise) is simulated. For each engine configuration the seconds per iteration
+(one pass over all 1024 patterns, set-up excluded: the time between the first and the last
+of K snapshots divided by K − 1) are divided by the *floor*: one forward plus one inverse
+``torch.fft.fft2`` over a (1024, 64, 64) complex64 stack, measured in the same process
+(best of 7, before and after the engines).
+
+Then the fastest PIE configuration runs ``--passes`` passes and CDTools (``cdtools-py``,
+run by ``_cdtools_side.py`` in the interpreter given by ``--cdtools-python``, with
+``--cdtools-path`` prepended to its PYTHONPATH) runs its Adam for ``--cdtools-passes``
+passes on the very same CXI file; both report seconds per pass and the object NRMSE in the
+illuminated region (after global phase, shift and scale removal; CDTools' object is first
+brought into our frame by trying its four flips and an integer cross-correlation shift).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_speed_2d.py --threads 2 --cdtools-path /tmp/cdt_pkgs
+
+Prints one JSON object and Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# (label, method, config overrides)
+CONFIGS = [
+    ("epie (compact sets, sub-pixel)", "epie", {}),
+    ("epie (compact sets, whole pixels)", "epie", {"subpixel": False}),
+    ("rpie (compact sets, sub-pixel)", "rpie", {}),
+    ("rpie (compact sets, whole pixels)", "rpie", {"subpixel": False}),
+    ("dm", "dm", {}),
+    ("raar", "raar", {}),
+    ("lsqml", "lsqml", {}),
+    ("lsqml (whole pixels)", "lsqml", {"subpixel": False}),
+    ("ad (amplitude)", "ad", {}),
+    ("ad (amplitude, whole pixels)", "ad", {"subpixel": False}),
+]
+
+
+def make_scan(seed: int = 0):
+    """1024 patterns of 64² on a 32 × 32 raster (5 px steps) over a Siemens star."""
+    from napari_ptycho.physics.simulate import simulate_ptycho
+
+    grid = np.arange(32) * 5.0 + 2
+    pos = np.array([(r, c) for r in grid for c in grid], dtype=float)
+    return simulate_ptycho(object="siemens", object_size=int(grid[-1] + 64 + 3),
+                           probe_size=64, positions=pos, photons=1e6, seed=seed)
+
+
+def fft_floor(repeats: int = 7) -> float:
+    """Best time of fft2 + ifft2 over a (1024, 64, 64) complex64 stack."""
+    import torch
+
+    x = torch.randn(1024, 64, 64, dtype=torch.complex64)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        y = torch.fft.ifft2(torch.fft.fft2(x, norm="ortho"), norm="ortho")
+        best = min(best, time.perf_counter() - t0)
+    del y
+    return best
+
+
+def seconds_per_iteration(data, method: str, overrides: dict, k: int) -> float:
+    """Steady-state seconds per iteration (set-up and first iteration excluded)."""
+    from napari_ptycho.engines import stream
+
+    stamps = [s.elapsed for s in stream(data, method, iterations=k, update_every=1,
+                                        probe_init="data", **overrides)]
+    return (stamps[-1] - stamps[0]) / (k - 1)
+
+
+def illuminated_region(data, threshold: float = 0.1) -> np.ndarray:
+    """Object pixels where the true scan's summed probe intensity exceeds ``threshold``."""
+    probe_int = (np.abs(data.truth_probe) ** 2).sum(0)
+    h, w = probe_int.shape
+    cover = np.zeros(data.object_shape)
+    for r, c in np.floor(data.positions).astype(int):
+        cover[r:r + h, c:c + w] += probe_int
+    return cover > threshold * cover.max()
+
+
+def external_nrmse(obj: np.ndarray, data, region: np.ndarray) -> float:
+    """NRMSE of an object in a foreign frame: best over flips of an integer alignment."""
+    from skimage.registration import phase_cross_correlation
+
+    from napari_ptycho.metrics import evaluate
+
+    truth = data.truth_object
+    H, W = truth.shape
+    best = float("inf")
+    for flip in ((), (0,), (1,), (0, 1)):
+        cand = np.flip(obj, axis=flip) if flip else obj
+        if cand.shape[0] < H or cand.shape[1] < W:
+            pad = [(0, max(H - cand.shape[0], 0)), (0, max(W - cand.shape[1], 0))]
+            cand = np.pad(cand, pad, constant_values=1)
+        ref = np.ones(cand.shape, dtype=complex)
+        ref[:H, :W] = truth
+        shift = phase_cross_correlation(np.abs(ref) - 1, np.abs(cand) - 1,
+                                        normalization=None)[0]
+        r, c = (-np.round(shift)).astype(int)
+        moved = np.roll(cand, (-r, -c), axis=(0, 1))[:H, :W]
+        try:
+            score = evaluate(moved, truth, region=region, scale=True)["nrmse"]
+        except ValueError:
+            continue
+        best = min(best, score)
+    return best
+
+
+def run_cdtools(args: argparse.Namespace, cxi: Path, workdir: Path) -> dict | None:
+    """Run the CDTools side script; None (with a note on stderr) when it fails."""
+    env = dict(os.environ)
+    if args.cdtools_path:
+        env["PYTHONPATH"] = args.cdtools_path + os.pathsep + env.get("PYTHONPATH", "")
+    prefix = str(workdir / "cdtools")
+    cmd = [args.cdtools_python, str(Path(__file__).with_name("_cdtools_side.py")), str(cxi),
+           str(args.cdtools_passes), str(args.cdtools_batch), str(args.cdtools_lr),
+           str(args.threads), prefix]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"# CDTools failed: {proc.stderr[-1500:]}", file=sys.stderr)
+        return None
+    with open(prefix + ".json") as f:
+        out = json.load(f)
+    out["object"] = np.load(prefix + "_object.npy")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print JSON plus Markdown tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--k", type=int, default=4, help="iterations timed per engine")
+    parser.add_argument("--passes", type=int, default=20,
+                        help="passes of the fastest PIE configuration for its NRMSE")
+    parser.add_argument("--only", default="", help="comma-separated labels' methods to time")
+    parser.add_argument("--cdtools-python", default=sys.executable)
+    parser.add_argument("--cdtools-path", default="", help="extra PYTHONPATH for cdtools")
+    parser.add_argument("--cdtools-passes", type=int, default=5)
+    parser.add_argument("--cdtools-batch", type=int, default=50)
+    parser.add_argument("--cdtools-lr", type=float, default=0.005)
+    parser.add_argument("--no-cdtools", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from napari_ptycho.engines import reconstruct
+    from napari_ptycho.io import save
+    from napari_ptycho.metrics import evaluate
+
+    torch.set_num_threads(args.threads)
+    data = make_scan()
+    region = illuminated_region(data)
+    floor = fft_floor()
+    only = {m for m in args.only.split(",") if m}
+    rows = []
+    for label, method, overrides in CONFIGS:
+        if only and method not in only:
+            continue
+        sec = seconds_per_iteration(data, method, overrides, args.k)
+        rows.append({"config": label, "method": method, "overrides": overrides,
+                     "seconds_per_iteration": sec})
+        print(f"# {label}: {sec:.3f} s/it", file=sys.stderr, flush=True)
+    floor = min(floor, fft_floor())
+    for r in rows:
+        r["ratio_to_fft_floor"] = r["seconds_per_iteration"] / floor
+
+    pie = [r for r in rows if r["method"] in ("epie", "rpie")]
+    side = {}
+    if pie:
+        fastest = min(pie, key=lambda r: r["seconds_per_iteration"])
+        t0 = time.perf_counter()
+        res = reconstruct(data, fastest["method"], iterations=args.passes, probe_init="data",
+                          **fastest["overrides"])
+        wall = time.perf_counter() - t0
+        side["ours"] = {"config": fastest["config"], "passes": args.passes,
+                        "seconds_per_pass": wall / args.passes,
+                        "steady_seconds_per_pass": fastest["seconds_per_iteration"],
+                        "nrmse": evaluate(res, data.truth_object, region=region,
+                                          scale=True)["nrmse"]}
+    if not args.no_cdtools:
+        with tempfile.TemporaryDirectory() as tmp:
+            cxi = Path(tmp) / "scan1024.cxi"
+            save(data, cxi)
+            cdt = run_cdtools(args, cxi, Path(tmp))
+        if cdt is not None:
+            per = cdt["seconds_per_pass"]
+            side["cdtools"] = {"passes": len(per), "seconds_per_pass": float(np.mean(per)),
+                               "steady_seconds_per_pass": float(np.median(per[1:] or per)),
+                               "nrmse": external_nrmse(cdt["object"], data, region),
+                               "batch_size": args.cdtools_batch, "lr": args.cdtools_lr}
+    out = {"threads": args.threads, "fft_floor_seconds": floor,
+           "load_average": os.getloadavg(), "rows": rows, "side_by_side": side}
+    print(json.dumps(out, indent=1))
+    print(f"\nFFT floor (fft2 + ifft2, 1024×64² complex64): {floor * 1e3:.1f} ms\n")
+    print("| configuration | s / iteration | ÷ FFT floor |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r['config']} | {r['seconds_per_iteration']:.3f} | "
+              f"{r['ratio_to_fft_floor']:.1f} |")
+    if side:
+        print("\n| code | passes | s / pass (steady) | NRMSE |")
+        print("|---|---|---|---|")
+        for name, s in side.items():
+            print(f"| {name} {s.get('config', '')} | {s['passes']} | "
+                  f"{s['steady_seconds_per_pass']:.2f} | {s['nrmse']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
