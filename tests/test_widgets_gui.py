@@ -40,7 +40,7 @@ def test_gui_flags_refuse_bad_values_with_clear_messages():
         gui._check(_args("--quit-after", "0"))
     with pytest.raises(ValueError, match=r"\.png"):
         gui._check(_args("--screenshot", "shot.jpg"))
-    with pytest.raises(ValueError, match="--run needs a scan"):
+    with pytest.raises(ValueError, match="--run needs a 2D scan"):
         gui._check(_args("--run", "3", "--sample", "none"))
     gui._check(_args("--screenshot", "a.png", "--quit-after", "2"))
 

@@ -37,8 +37,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--run must be >= 0 iterations (got {args.run})")
     if args.screenshot is not None and args.screenshot.suffix.lower() != ".png":
         raise ValueError(f"--screenshot must name a .png file (got {args.screenshot})")
-    if args.run and args.sample == "none":
-        raise ValueError("--run needs a scan: choose a --sample other than none")
+    if args.run and args.sample in ("none", "bragg"):
+        raise ValueError("--run needs a 2D scan: choose --sample siemens or low_overlap "
+                         "(the Bragg CDI dock has its own Start)")
 
 
 def build_viewer(sample: str = "siemens", method: str = "epie", device: str = "cpu",
@@ -62,12 +63,14 @@ def build_viewer(sample: str = "siemens", method: str = "epie", device: str = "c
     if sample != "none":
         viewer.open_sample("napari-ptycho", sample)
     docks: dict[str, Any] = {}
-    if sample == "bragg":
+    if sample == "bragg":  # a 3D volume: the Bragg CDI dock and a 3D view
+        viewer.dims.ndisplay = 3
         try:
-            _, docks["bragg"] = viewer.window.add_plugin_dock_widget(
-                "napari-ptycho", "Bragg CDI reconstruction")
+            _, docks["bragg"] = viewer.window.add_plugin_dock_widget("napari-ptycho",
+                                                                     "Bragg CDI")
         except Exception as exc:  # the 3D dock is optional here: say so and go on
             print(f"napari-ptycho gui: Bragg dock unavailable ({exc})")
+        return viewer, docks
     recon = ReconstructionWidget(viewer)
     names = [recon.method_box.itemText(i) for i in range(recon.method_box.count())]
     if method not in names:
@@ -90,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
     from qtpy.QtCore import QTimer
 
     viewer, docks = build_viewer(args.sample, args.method, args.device)
-    recon = docks["reconstruct"]
+    recon = docks.get("reconstruct")
     state = {"shot": False}
 
     def take_screenshot() -> None:
@@ -103,11 +106,12 @@ def main(args: argparse.Namespace) -> int:
 
     def quit_now() -> None:
         take_screenshot()
-        recon.cancel()
-        recon.runner.wait(5)
+        if recon is not None:
+            recon.cancel()
+            recon.runner.wait(5)
         viewer.close()
 
-    if args.run:
+    if args.run and recon is not None:
         recon.form.set_values({"iterations": args.run})
         recon.hub.finished.connect(lambda *_: QTimer.singleShot(500, take_screenshot))
         QTimer.singleShot(200, lambda: recon._guard(recon.start))
