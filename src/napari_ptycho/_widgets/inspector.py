@@ -196,5 +196,13 @@ class ScanInspectorWidget(QWidget):
         while event.type == "mouse_move":
             dragged = True
             yield
-        if not dragged and self.isVisible():
+        if dragged:
+            return
+        try:
+            visible = self.isVisible()
+        except RuntimeError:  # the dock was closed and deleted: stop listening
+            if self._on_click in viewer.mouse_drag_callbacks:
+                viewer.mouse_drag_callbacks.remove(self._on_click)
+            return
+        if visible:
             self.click(event.position)
