@@ -42,11 +42,13 @@ def picture(results: dict, region: tuple[slice, slice], path: Path) -> None:
         obj = obj * np.exp(-1j * np.angle(np.mean(obj)))  # global phase: mean phase zero
         probe = res.probe[0]
         panels = [(np.abs(obj), "gray", f"{name}: object |O|"),
-                  (np.angle(obj), "twilight", "object phase"),
+                  (np.angle(obj), "viridis", "object phase"),
                   (np.abs(probe), "magma", "probe |P|"),
                   (np.angle(probe), "twilight", "probe phase")]
         for ax, (img, cmap, title) in zip(axes[i], panels, strict=True):
-            ax.imshow(img, cmap=cmap)
+            # percentile limits: a few wild pixels at the scan's rim must not set the scale
+            lo, hi = np.percentile(img, [2, 98])
+            ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
     fig.tight_layout(pad=0.3)
