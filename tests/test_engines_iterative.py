@@ -98,13 +98,35 @@ def test_engine_lowers_data_error_and_object_nrmse_from_a_data_probe_guess(scan,
 @pytest.mark.parametrize("batch_size", [1, 16])
 def test_pie_sequential_and_overlapping_minibatches_converge(scan, method, batch_size):
     snap = _last(stream(scan, method=method, iterations=6, update_every=6,
-                        batch_size=batch_size, probe_init="data"))
+                        batch_size=batch_size, probe_init="data", sequential_iterations=0))
     assert snap.errors[-1] < 0.5 * snap.errors[0]
+
+
+def test_compact_sets_converge_without_sequential_warm_up(scan):
+    snap = _last(stream(scan, method="rpie", iterations=30, update_every=30,
+                        probe_init="data", sequential_iterations=0))
+    assert snap.errors[-1] < 0.2 * snap.errors[0]
+
+
+def test_sequential_warm_up_then_compact_sets(scan, monkeypatch):
+    calls: list[int] = []
+    real = it.modulus_projection
+
+    def counting(fields, amplitudes, mask=None):
+        calls.append(fields.shape[0])
+        return real(fields, amplitudes, mask)
+
+    monkeypatch.setattr(it, "modulus_projection", counting)
+    _last(stream(scan, method="epie", iterations=3, sequential_iterations=2))
+    n = scan.n_patterns
+    assert calls[:2 * n] == [1] * (2 * n)  # two sequential sweeps
+    later = calls[2 * n:]
+    assert sum(later) == n and max(later) > 1  # then one sweep of compact sets
 
 
 def test_whole_pixel_fast_path_converges(scan):
     snap = _last(stream(scan, method="rpie", iterations=30, update_every=30, subpixel=False,
-                        probe_init="data"))
+                        probe_init="data", sequential_iterations=0))
     assert snap.errors[-1] < 0.2 * snap.errors[0]
 
 
@@ -306,5 +328,6 @@ def test_non_finite_values_stop_the_run_naming_the_iteration(scan, monkeypatch):
 
     monkeypatch.setattr(it, "modulus_projection", poisoned)
     with pytest.raises(EngineError, match="iteration 3"):
-        for _ in stream(scan, method="epie", iterations=10, batch_size=10_000):
+        for _ in stream(scan, method="epie", iterations=10, batch_size=10_000,
+                        sequential_iterations=0):
             pass

@@ -45,7 +45,31 @@ def _check_unit(name: str, value: float, low_open: bool = True) -> None:
 
 
 @dataclass
-class EPIEConfig(PtychoConfig):
+class PIEConfig(PtychoConfig):
+    """Fields the PIE family shares (plus :class:`~napari_ptycho.engines.common.PtychoConfig`).
+
+    Parameters
+    ----------
+    sequential_iterations : int
+        The first this many iterations update one position at a time, whatever
+        ``batch_size`` says. Retrieving the probe from a generic guess needs the many small
+        probe steps of sequential PIE: batched steps are averaged over a set and, on dense
+        scans, stall far above the noise floor. 0 batches from the start (fastest; fine with
+        a good probe or a warm start).
+    """
+
+    sequential_iterations: int = 10
+
+    def validate(self) -> None:
+        """Refuse impossible values (raises ValueError)."""
+        super().validate()
+        if int(self.sequential_iterations) < 0:
+            raise ValueError(f"sequential_iterations must be >= 0 "
+                             f"(got {self.sequential_iterations})")
+
+
+@dataclass
+class EPIEConfig(PIEConfig):
     """ePIE parameters (plus :class:`~napari_ptycho.engines.common.PtychoConfig`).
 
     Parameters
@@ -67,7 +91,7 @@ class EPIEConfig(PtychoConfig):
 
 
 @dataclass
-class RPIEConfig(PtychoConfig):
+class RPIEConfig(PIEConfig):
     """rPIE parameters (plus :class:`~napari_ptycho.engines.common.PtychoConfig`).
 
     Parameters
@@ -119,8 +143,12 @@ class _PIE(IterativeEngine):
         self.set_flat = [problem.windows.flat.index_select(0, s).reshape(-1)
                          for s in self.sets]
 
-    def _batches(self, problem: Problem, config: Any
+    def _batches(self, problem: Problem, config: Any, sequential: bool
                  ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        if sequential:
+            return [(idx, problem.windows.flat.index_select(0, idx).reshape(-1),
+                     problem.amplitudes.index_select(0, idx))
+                    for idx in batch_order(problem, 1, None)]
         if self.sets is not None:
             order = torch.randperm(len(self.sets), generator=problem.generator).tolist()
             return [(self.sets[i], self.set_flat[i], self.set_amps[i]) for i in order]
@@ -132,7 +160,9 @@ class _PIE(IterativeEngine):
         update_probe = config.update_probe and done >= config.probe_update_start
         refine = config.position_refinement and done >= config.position_refinement_start
         err = torch.zeros((), dtype=torch.float64, device=problem.device)
-        for idx, flat, amps in self._batches(problem, config):
+        sequential = done < config.sequential_iterations
+        self.overlapping = config.batch_size > 1 and not sequential
+        for idx, flat, amps in self._batches(problem, config, sequential):
             err += self._update(problem, config, idx, flat, amps, update_probe, refine)
         if refine:
             windows = problem.windows
