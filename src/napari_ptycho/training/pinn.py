@@ -114,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-source", choices=("auto", "data", "rpie"), default="auto")
     parser.add_argument("--max-groups", type=int, default=0)
     parser.add_argument("--train-scale", action="store_true")
+    parser.add_argument("--init", default="", help="start from these weights (fine-tune)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--preview-every", type=int, default=0,
@@ -136,6 +137,10 @@ def main(args: argparse.Namespace) -> int:
 
     data = load_scan(args.scan, args)
     out = Path(args.output)
+    before = {}
+    if args.init:  # read now: the output may overwrite the file we start from
+        init_card = Path(args.init).with_suffix(".json")
+        before = json.loads(init_card.read_text()) if init_card.is_file() else {}
     name = args.name or args.variant
     t0 = time.perf_counter()
     last = None
@@ -144,6 +149,7 @@ def main(args: argparse.Namespace) -> int:
                        pattern_size=args.pattern_size, group_size=args.group_size,
                        resize=args.resize, probe_source=args.probe_source,
                        max_groups=args.max_groups, train_scale=args.train_scale,
+                       model_path=args.init,
                        seed=args.seed, device=args.device, save_dir=str(out),
                        update_every=max(1, int(args.preview_every or args.epochs))):
         last = snap
@@ -165,6 +171,13 @@ def main(args: argparse.Namespace) -> int:
                           "grid": args.grid, "photons": args.photons},
         "train_seconds": seconds,
     })
+    if before:
+        card["continued_from"] = {k: before.get(k) for k in (
+            "command", "epochs", "train_seconds", "continued_from")}
+        card["total_epochs"] = int(args.epochs) + int(
+            before.get("total_epochs", before.get("epochs", 0)) or 0)
+        card["total_train_seconds"] = seconds + float(
+            before.get("total_train_seconds", before.get("train_seconds", 0)) or 0)
     if args.test:
         card["test"] = score(saved, load_scan(args.test, args, seed=args.seed + 1000))
         card["test"]["scan"] = args.test
