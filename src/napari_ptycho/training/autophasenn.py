@@ -1,9 +1,12 @@
 """``napari-ptycho train autophasenn``: unsupervised training of AutoPhaseNN.
 
-Reproduces ``weights/autophasenn_32.pt`` (the defaults are the shipped run)::
+Reproduces ``weights/autophasenn_32.pt`` (the command is also on its JSON card)::
 
-    napari-ptycho train autophasenn --crystals 600 --epochs 40 --channels 4 \\
+    napari-ptycho train autophasenn --crystals 600 --epochs 40 --channels 4 --threads 1 \\
         --max-minutes 50 -o src/napari_ptycho/weights/autophasenn_32.pt
+
+The wall-time limit makes a run on a busy CPU stop earlier than on an idle one (the card
+records the epochs actually run); ``--max-minutes 1e9`` trains the full epoch count.
 
 Only diffraction amplitudes enter the loss (mean |√I_est − √I_meas| of the thresholded,
 box-padded prediction); the simulated crystals' real-space values are used for the

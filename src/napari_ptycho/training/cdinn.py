@@ -1,9 +1,12 @@
 """``napari-ptycho train cdinn``: staged supervised training of 3D-CDI-NN.
 
-Reproduces ``weights/cdinn_32.pt`` (the defaults are the shipped run)::
+Reproduces ``weights/cdinn_32.pt`` (the command is also on its JSON card)::
 
-    napari-ptycho train cdinn --crystals 600 --epochs 40 --channels 4 --max-minutes 50 \\
-        -o src/napari_ptycho/weights/cdinn_32.pt
+    napari-ptycho train cdinn --crystals 600 --epochs 40 --channels 4 --threads 1 \\
+        --max-minutes 30 -o src/napari_ptycho/weights/cdinn_32.pt
+
+The wall-time limit makes a run on a busy CPU stop earlier than on an idle one (the card
+records the epochs actually run); ``--max-minutes 1e9`` trains the full epoch count.
 
 Stages (our reading of Chan et al. 2021): the first ``--stage1`` fraction of the steps
 fits the supervised shape and phase MAE terms; afterwards the physics term (MAE between
