@@ -120,6 +120,33 @@ def save_images(case: str, data: Any, results: dict[str, Any], folder: Path) -> 
     return str(path)
 
 
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per PtyINR step (median of ``--speed-steps``) for precision / compile variants
+    and the two presets, on the noise-free ``--noise-overlap`` case."""
+    from napari_ptycho.engines._ptyinr_fit import Fit
+    from napari_ptycho.engines.ptyinr import PtyINRConfig
+
+    data = make_case(args.noise_overlap, "none", args)
+    variants = {"cpu float32": {}, "cpu bfloat16": {"precision": "bfloat16"},
+                "cpu compile": {"compile": True}, "cpu exact sampling": {"sampling": "exact"},
+                "paper float32": {"preset": "paper"}}
+    out = {}
+    for name, kw in variants.items():
+        fit = Fit(data, PtyINRConfig(device="cpu", prefit_steps=5, **kw), None)
+        t0 = time.perf_counter()
+        fit.step(0)  # first step: compilation, allocator warm-up
+        first = time.perf_counter() - t0
+        times = []
+        for k in range(1, args.speed_steps + 1):
+            t0 = time.perf_counter()
+            fit.step(k)
+            times.append(time.perf_counter() - t0)
+        out[name] = {"first_step_s": first, "step_s": float(np.median(times)),
+                     "patterns": data.n_patterns}
+        print(f"# speed {name}: {out[name]}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--object-size", type=int, default=128)
@@ -127,7 +154,7 @@ def main() -> None:
     parser.add_argument("--photons", type=float, default=1e6)
     parser.add_argument("--alpha", type=float, default=10.0)
     parser.add_argument("--sigma", type=float, default=100.0)
-    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.95, 0.5, 0.3])
+    parser.add_argument("--overlaps", type=float, nargs="*", default=[0.95, 0.5, 0.3])
     parser.add_argument("--noise-overlap", type=float, default=0.5)
     parser.add_argument("--noises", nargs="*", default=["poisson", "gaussian", "mixed"])
     parser.add_argument("--omega-overlaps", type=float, nargs="*", default=[0.95, 0.3])
@@ -141,6 +168,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=Path, default=None)
+    parser.add_argument("--speed", action="store_true",
+                        help="only time PtyINR steps (precision, compile, presets)")
+    parser.add_argument("--speed-steps", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes for development (48² object, 24² probe)")
@@ -152,6 +182,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.speed:
+        result = speed(args)
+        print(json.dumps(result, indent=1))
+        print("| variant | first step (s) | step (s) |\n|---|---|---|")
+        for name, m in result.items():
+            print(f"| {name} | {m['first_step_s']:.2f} | {m['step_s']:.3f} |")
+        return
     cases = [(f"overlap{int(round(o * 100))}", o, "none") for o in args.overlaps]
     cases += [(f"{n}_overlap{int(round(args.noise_overlap * 100))}", args.noise_overlap, n)
               for n in args.noises]
