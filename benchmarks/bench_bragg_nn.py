@@ -59,6 +59,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "autophasenn_nn": {"method": "autophasenn", "iterations": 0},
     "cdinn_nn": {"method": "cdinn", "iterations": 0},
     "autophasenn+50er": {"method": "autophasenn", "iterations": 50},
+    "autophasenn+50er_sw10": {"method": "autophasenn", "iterations": 50,
+                              "shrinkwrap_every": 10},
     "cdinn+ad100": {"method": "cdinn", "iterations": 100},
     "er_hio_600": {"method": "er_hio", "free_fraction": 0.0},
 }
@@ -131,7 +133,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     s: dict[str, Any] = {k: stats(k) for k in rows[0] if k != "seed"}
     base = np.array([r["er_hio_600_chi2"] for r in rows])
     base_t = np.array([r["er_hio_600_s"] for r in rows])
-    for key in ("autophasenn+50er", "cdinn+ad100"):
+    for key in ("autophasenn+50er", "autophasenn+50er_sw10", "cdinn+ad100"):
         s[f"{key}_beats_baseline_fraction"] = float(np.mean(
             np.array([r[f"{key}_chi2"] for r in rows]) <= base))
         s[f"{key}_time_ratio_median"] = float(np.median(
@@ -172,7 +174,7 @@ def main() -> None:
         print(f"| {key} | {c['median']:.4f} [{c['p10']:.4f}, {c['p90']:.4f}] | "
               f"{fmt(s.get(f'{key}_ssim'))} | {fmt(s.get(f'{key}_ssim_box'))} | "
               f"{t['median']:.3f} |")
-    for key in ("autophasenn+50er", "cdinn+ad100"):
+    for key in ("autophasenn+50er", "autophasenn+50er_sw10", "cdinn+ad100"):
         print(f"{key}: χ² <= baseline on {100 * s[f'{key}_beats_baseline_fraction']:.0f} % "
               f"of crystals; time ratio {s[f'{key}_time_ratio_median']:.3f}")
     for key in ("autophasenn_nn", "cdinn_nn"):
