@@ -123,6 +123,12 @@ def test_sequential_warm_up_then_compact_sets(scan, monkeypatch):
     later = calls[2 * n:]
     assert sum(later) == n and max(later) > 1  # then one sweep of compact sets
 
+    calls.clear()  # a probe that comes with the data needs no sequential warm-up
+    with_probe = PtychoData(scan.diffraction, scan.positions, probe=scan.truth_probe,
+                            object_shape=scan.object_shape)
+    _last(stream(with_probe, method="epie", iterations=1, sequential_iterations=2))
+    assert sum(calls) == n and max(calls) > 1
+
 
 def test_whole_pixel_fast_path_converges(scan):
     snap = _last(stream(scan, method="rpie", iterations=30, update_every=30, subpixel=False,

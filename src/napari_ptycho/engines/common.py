@@ -237,6 +237,9 @@ class Problem:
         Iterations already done by a warm-start snapshot (0 for a cold start).
     start_errors : list of float
         The warm start's error history.
+    probe_estimated : bool
+        True when the probe is the generic guess from the diffraction data (no probe came
+        with the data or the warm start).
     """
 
     amplitudes: torch.Tensor
@@ -250,6 +253,7 @@ class Problem:
     device: Any
     start_iteration: int = 0
     start_errors: list[float] = field(default_factory=list)
+    probe_estimated: bool = False
 
     @property
     def n_patterns(self) -> int:
@@ -591,7 +595,8 @@ def prepare(data: Any, config: PtychoConfig, init: Snapshot | None = None) -> Pr
                    probe=probe, windows=windows, detector=detector, generator=generator,
                    device=device,
                    start_iteration=int(getattr(init, "iteration", 0) or 0),
-                   start_errors=list(getattr(init, "errors", []) or []))
+                   start_errors=list(getattr(init, "errors", []) or []),
+                   probe_estimated=given is None)
 
 
 class IterativeEngine:

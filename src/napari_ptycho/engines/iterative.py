@@ -51,11 +51,12 @@ class PIEConfig(PtychoConfig):
     Parameters
     ----------
     sequential_iterations : int
-        The first this many iterations update one position at a time, whatever
-        ``batch_size`` says. Retrieving the probe from a generic guess needs the many small
-        probe steps of sequential PIE: batched steps are averaged over a set and, on dense
-        scans, stall far above the noise floor. 0 batches from the start (fastest; fine with
-        a good probe or a warm start).
+        When the probe starts from the generic guess estimated from the data (and is being
+        retrieved), the first this many iterations update one position at a time, whatever
+        ``batch_size`` says: retrieving the probe from that guess needs the many small probe
+        steps of sequential PIE, while batched steps are averaged over a set and, on dense
+        scans, stall far above the noise floor. A probe that comes with the data or a warm
+        start skips this; 0 batches from the start.
     """
 
     sequential_iterations: int = 10
@@ -160,7 +161,8 @@ class _PIE(IterativeEngine):
         update_probe = config.update_probe and done >= config.probe_update_start
         refine = config.position_refinement and done >= config.position_refinement_start
         err = torch.zeros((), dtype=torch.float64, device=problem.device)
-        sequential = done < config.sequential_iterations
+        sequential = (problem.probe_estimated and config.update_probe
+                      and done < config.sequential_iterations)
         self.overlapping = config.batch_size > 1 and not sequential
         for idx, flat, amps in self._batches(problem, config, sequential):
             err += self._update(problem, config, idx, flat, amps, update_probe, refine)
