@@ -337,3 +337,17 @@ def test_non_finite_values_stop_the_run_naming_the_iteration(scan, monkeypatch):
         for _ in stream(scan, method="epie", iterations=10, batch_size=10_000,
                         sequential_iterations=0):
             pass
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_probe_is_held_until_probe_update_start_and_when_switched_off(scan, method):
+    snaps = list(stream(scan, method=method, iterations=4, update_every=1,
+                        probe_update_start=2, probe_init="data", sequential_iterations=0)
+                 if method in ("epie", "rpie") else
+                 stream(scan, method=method, iterations=4, update_every=1,
+                        probe_update_start=2, probe_init="data"))
+    np.testing.assert_array_equal(snaps[0].probe, snaps[1].probe)
+    assert not np.array_equal(snaps[1].probe, snaps[3].probe)
+    fixed = list(stream(scan, method=method, iterations=3, update_probe=False,
+                        probe_init="data"))
+    np.testing.assert_array_equal(fixed[0].probe, fixed[-1].probe)
