@@ -61,7 +61,7 @@ def save_images(results: dict, data, region: np.ndarray, path: Path) -> None:
     rows, cols = np.nonzero(region)
     box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
     items = [("truth", data.truth_object)] + [(k, v.object) for k, v in results.items()]
-    fig, axes = plt.subplots(2, len(items), figsize=(1.6 * len(items), 3.4), dpi=90)
+    fig, axes = plt.subplots(2, len(items), figsize=(1.6 * len(items), 3.4), dpi=60)
     for j, (name, obj) in enumerate(items):
         o = obj[box]
         ref = data.truth_object[box]

@@ -7,8 +7,8 @@ of K snapshots divided by K − 1) are divided by the *floor*: one forward plus 
 ``torch.fft.fft2`` over a (1024, 64, 64) complex64 stack, measured in the same process
 (best of 7, before and after the engines).
 
-Then the fastest PIE configuration runs ``--passes`` passes and CDTools (``cdtools-py``,
-run by ``_cdtools_side.py`` in the interpreter given by ``--cdtools-python``, with
+Then the fastest configuration of each ``--side`` method runs ``--passes`` passes, and
+CDTools (``cdtools-py``, run by ``_cdtools_side.py`` in the interpreter given by ``--cdtools-python``, with
 ``--cdtools-path`` prepended to its PYTHONPATH) runs its Adam for ``--cdtools-passes``
 passes on the very same CXI file; both report seconds per pass and the object NRMSE in the
 illuminated region (after global phase, shift and scale removal; CDTools' object is first
@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--k", type=int, default=4, help="iterations timed per engine")
     parser.add_argument("--passes", type=int, default=20,
-                        help="passes of the fastest PIE configuration for its NRMSE")
+                        help="passes of each --side method (its fastest configuration)")
+    parser.add_argument("--side", default="epie,rpie,lsqml,ad",
+                        help="methods compared with CDTools at --passes passes")
     parser.add_argument("--only", default="", help="comma-separated labels' methods to time")
     parser.add_argument("--cdtools-python", default=sys.executable)
     parser.add_argument("--cdtools-path", default="", help="extra PYTHONPATH for cdtools")
@@ -178,19 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["ratio_to_fft_floor"] = r["seconds_per_iteration"] / floor
 
-    pie = [r for r in rows if r["method"] in ("epie", "rpie")]
     side = {}
-    if pie:
-        fastest = min(pie, key=lambda r: r["seconds_per_iteration"])
+    for method in (m for m in args.side.split(",") if m):
+        timed = [r for r in rows if r["method"] == method]
+        if not timed:
+            continue
+        fastest = min(timed, key=lambda r: r["seconds_per_iteration"])
         t0 = time.perf_counter()
-        res = reconstruct(data, fastest["method"], iterations=args.passes, probe_init="data",
+        res = reconstruct(data, method, iterations=args.passes, probe_init="data",
                           **fastest["overrides"])
         wall = time.perf_counter() - t0
-        side["ours"] = {"config": fastest["config"], "passes": args.passes,
+        side[method] = {"config": fastest["config"], "passes": args.passes,
                         "seconds_per_pass": wall / args.passes,
                         "steady_seconds_per_pass": fastest["seconds_per_iteration"],
                         "nrmse": evaluate(res, data.truth_object, region=region,
                                           scale=True)["nrmse"]}
+        print(f"# {fastest['config']}: {args.passes} passes, NRMSE {side[method]['nrmse']:.3f}",
+              file=sys.stderr, flush=True)
     if not args.no_cdtools:
         with tempfile.TemporaryDirectory() as tmp:
             cxi = Path(tmp) / "scan1024.cxi"
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n| code | passes | s / pass (steady) | NRMSE |")
         print("|---|---|---|---|")
         for name, s in side.items():
-            print(f"| {name} {s.get('config', '')} | {s['passes']} | "
+            print(f"| {s.get('config', name)} | {s['passes']} | "
                   f"{s['steady_seconds_per_pass']:.2f} | {s['nrmse']:.3f} |")
     return 0
 
