@@ -9,10 +9,11 @@ of K snapshots divided by K − 1) are divided by the *floor*: one forward plus 
 
 Then the fastest configuration of each ``--side`` method runs ``--passes`` passes, and
 CDTools (``cdtools-py``, run by ``_cdtools_side.py`` in the interpreter given by
-``--cdtools-python``, with ``--cdtools-path`` prepended to its PYTHONPATH) runs its Adam for ``--cdtools-passes``
-passes on the very same CXI file; both report seconds per pass and the object NRMSE in the
-illuminated region (after global phase, shift and scale removal; CDTools' object is first
-brought into our frame by trying its four flips and an integer cross-correlation shift).
+``--cdtools-python``, with ``--cdtools-path`` prepended to its PYTHONPATH) runs its Adam
+for ``--cdtools-passes`` passes on the very same CXI file; all report seconds per pass and
+the object NRMSE in the illuminated region (after global phase, shift and scale removal;
+CDTools' object is first brought into our frame by trying its four flips and an integer
+cross-correlation shift).
 
 Usage::
 
