@@ -173,7 +173,10 @@ class Diffusion:
 
     def run(self, data: Any, config: DiffusionConfig, init: Snapshot | None = None
             ) -> Iterator[Snapshot]:
-        """Yield x̂_0 as an object every ``update_every`` denoising steps and at the end."""
+        """Yield x̂_0 as an object every ``update_every`` denoising steps and at the end.
+
+        A warm start (``init``) supplies the probe only: sampling always starts from noise.
+        """
         from napari_ptycho.nn.ddpm import Schedule
         from napari_ptycho.nn.unet import load_prior
 
@@ -192,7 +195,6 @@ class Diffusion:
         timer = Timer()
         x = torch.randn((1, 2, h, w), generator=gen).to(problem.device)
         errors: list[float] = []
-        x0 = x
         done = 0
         for op, i in ops:
             if op == "travel":
