@@ -50,6 +50,7 @@ def test_autophasenn_outputs_bounded_amplitude_and_phase_zero_outside_the_box() 
     net = AutoPhaseNN(AutoPhaseNNSpec(size=16, base_channels=2, depth=2)).eval()
     amp, phase = net(torch.rand(2, 1, 16, 16, 16))
     assert amp.shape == phase.shape == (2, 16, 16, 16)
+    amp, phase = amp.detach(), phase.detach()
     assert 0 <= float(amp.min()) and float(amp.max()) <= 1
     assert float(phase.abs().max()) <= np.pi
     inside = np.zeros((16, 16, 16), bool)
@@ -189,6 +190,7 @@ def test_bcdi_dock_lists_the_networks_and_streams_volumes(make_napari_viewer, qt
     viewer.add_image(np.log10(1 + crystal.intensity), name="sim intensity (log10)",
                      metadata={"bragg_data": crystal})
     widget = BraggWidget(viewer)
+    widget.min_interval = 0.0  # show every update, however fast the run
     assert method in widget.method_box.choices
     widget.method_box.value = method
     assert widget.form["resize"].value == "none"  # the Config defaults fill the form
