@@ -61,13 +61,16 @@ def measure(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     objects = heldout_objects(args.objects, 128, seed=args.object_seed)
+    lo, _, hi = args.object_range.partition(":")
+    first = int(lo or 0)
+    objects = objects[first:int(hi) if hi else None]
     overlaps = [float(v) for v in args.overlaps.split(",")]
     methods = args.methods.split(",")
     rows = []
     for ov in overlaps:
         for method in methods:
             cases = [run_case(o, ov, k, method, args, scan=args.scan)
-                     for k, o in enumerate(objects)]
+                     for k, o in enumerate(objects, start=first)]
             rows.append({"overlap": ov, "method": method, "scan": args.scan, "cases": cases})
             print(json.dumps(summary_row(rows[-1])), flush=True)
     out: dict = {"rows": rows, "settings": {k: v for k, v in vars(args).items()
@@ -75,7 +78,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.generalisation and "diffusion" in methods:
         ov = overlaps[0]
         cases = [run_case(o, ov, k, "diffusion", args, scan="spiral")
-                 for k, o in enumerate(objects)]
+                 for k, o in enumerate(objects, start=first)]
         out["generalisation"] = {"overlap": ov, "scan": "spiral", "cases": cases}
     return out
 
@@ -126,6 +129,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--objects", type=int, default=10)
     p.add_argument("--object-seed", type=int, default=1000)
+    p.add_argument("--object-range", default=":", help="slice of the objects, e.g. 0:5")
     p.add_argument("--overlaps", default="0.2,0.38,0.44,0.5,0.62")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--probe-fwhm", type=float, default=20.0)
