@@ -72,6 +72,7 @@ def test_set_parses_booleans_and_the_ad_loss(scan_file, tmp_path):
     (["--set", "beta_object=fast"], "beta_object"),
     (["--method", "nonsense"], "nonsense"),
     (["-o", "result.tif"], "--output"),
+    (["--method", "er"], "3D"),
 ])
 def test_bad_arguments_exit_2_with_a_message(scan_file, capsys, argv, word):
     base = ["reconstruct", str(scan_file), "--method", "lsqml", "-q"]

@@ -186,9 +186,13 @@ def main(args: argparse.Namespace) -> int:
 
         init = load_result(args.init)
     data = _load(args)
-    if getattr(engine, "dims", 2) == 2 and not hasattr(data, "positions"):
+    dims = getattr(engine, "dims", 2)
+    if dims == 2 and not hasattr(data, "positions"):
         raise ValueError(f"method {engine.name!r} reconstructs 2D scans; {args.file.name} "
                          "holds a 3D volume")
+    if dims == 3 and hasattr(data, "positions"):
+        raise ValueError(f"method {engine.name!r} reconstructs 3D Bragg volumes; "
+                         f"{args.file.name} holds a 2D ptychography scan")
 
     params = {"method": engine.name, **dataclasses.asdict(config)}
     print(f"reconstructing {args.file} with {engine.name} ({config.iterations} "
