@@ -140,6 +140,10 @@ class Progress:
         """Advance to ``snap.iteration`` and show the latest error."""
         if not self.enabled:
             return
+        if int(snap.total) != self.total:  # e.g. several random starts: the engine knows
+            self.total = int(snap.total)
+            if self.bar is not None:
+                self.bar.total = self.total
         step = max(int(snap.iteration) - self.done, 0)
         self.done = int(snap.iteration)
         err = f"{snap.errors[-1]:.3g}" if snap.errors else "-"
