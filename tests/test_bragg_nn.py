@@ -22,9 +22,10 @@ from napari_ptycho.nn.cdinn import CDINN, CDINNSpec, LossWeights, cdinn_loss
 from napari_ptycho.physics.simulate import simulate_bragg
 
 #: Amplitude SSIM the shipped weights must reach on a simulated test crystal (seed below
-#: 100 000, never used in training). Measured values are in docs/benchmarks.md.
-AUTOPHASENN_SSIM_BOUND = 0.9
-CDINN_SSIM_BOUND = 0.5
+#: 100 000, never used in training), over the whole box and over the crystal's bounding box
+#: (where empty background cannot flatter the score). Measured on seed 7: AutoPhaseNN 0.97,
+#: 3D-CDI-NN 0.96 (whole box); 20-crystal distributions are in docs/benchmarks.md.
+SSIM_BOUNDS = {"autophasenn": (0.9, 0.6), "cdinn": (0.85, 0.4)}
 
 
 @pytest.fixture(autouse=True)
@@ -99,10 +100,8 @@ def test_cdinn_maps_32_cubed_to_32_cubed_and_trains_with_the_physics_term() -> N
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("kind, bound", [("autophasenn", AUTOPHASENN_SSIM_BOUND),
-                                         ("cdinn", CDINN_SSIM_BOUND)])
-def test_shipped_weights_load_weights_only_and_predict_a_crystal(crystal, kind, bound
-                                                                  ) -> None:
+@pytest.mark.parametrize("kind", ["autophasenn", "cdinn"])
+def test_shipped_weights_load_weights_only_and_predict_a_crystal(crystal, kind) -> None:
     from napari_ptycho.metrics import evaluate
 
     path = WEIGHTS_DIR / f"{kind}_32.pt"
@@ -113,7 +112,12 @@ def test_shipped_weights_load_weights_only_and_predict_a_crystal(crystal, kind, 
     assert path.stat().st_size < 5e6
     snap = next(iter(stream(crystal, kind, iterations=0)))
     assert snap.done and snap.iteration == 0
-    assert evaluate(snap.object, crystal.truth_object)["ssim_amplitude"] > bound
+    whole, box = SSIM_BOUNDS[kind]
+    truth = crystal.truth_object
+    assert evaluate(snap.object, truth)["ssim_amplitude"] > whole
+    idx = np.nonzero(np.abs(truth) > 0.1 * np.abs(truth).max())
+    region = tuple(slice(max(int(i.min()) - 2, 0), int(i.max()) + 3) for i in idx)
+    assert evaluate(snap.object, truth, region=region)["ssim_amplitude"] > box
 
 
 def test_autophasenn_streams_prediction_then_er_and_lowers_chi2(crystal) -> None:
