@@ -66,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="lsqml=60,rpie=60",
                         help="NAME=ITERATIONS, comma separated")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--keep-position-signs", action="store_true",
-                        help="use the reader's positions as they are (by default both axes "
-                        "are mirrored: with the reader's CXI sign convention this scan fits "
-                        "~2x worse, see docs/benchmarks.md)")
+    parser.add_argument("--mirror-positions", action="store_true",
+                        help="mirror both position axes (the opposite CXI sign convention, "
+                        "which fits this scan ~2x worse; see napari_ptycho.io.cxi)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" /
                         "petra_nearfield.png")
     args = parser.parse_args(argv)
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     data = load(args.file, propagation_distance=args.distance)
     data.diffraction = data.intensities()  # read once, not per engine
-    if not args.keep_position_signs:
+    if args.mirror_positions:
         # mirror the scan inside its own bounding box: translations of the opposite sign
         pos = data.positions
         data.positions = pos.max(0) + pos.min(0) - pos
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {name}: chi2 {rows[-1]['chi2']:.4g} ({wall:.0f} s)", file=sys.stderr)
     picture(results, region, args.out)
     print(json.dumps({"file": str(args.file), "distance": args.distance,
-                      "positions_mirrored": not args.keep_position_signs,
+                      "positions_mirrored": args.mirror_positions,
                       "object_pixel_size": data.geometry.object_pixel_size,
                       "patterns": data.n_patterns, "rows": rows, "picture": str(args.out)},
                      indent=1))

@@ -58,7 +58,7 @@ def test_cxi_is_standard_for_other_programs(tmp_path):
         trans = f["entry_1/sample_1/geometry_1/translation"][()]
         assert trans.shape == (16, 3)
         dx = data.geometry.object_pixel_size
-        np.testing.assert_allclose(-trans[:, 1] / dx, data.positions[:, 0])
+        np.testing.assert_allclose(trans[:, 1] / dx, data.positions[:, 0])
         # CXI masks flag bad pixels with non-zero values
         np.testing.assert_array_equal(f["entry_1/instrument_1/detector_1/mask"][()] == 0,
                                       data.mask)

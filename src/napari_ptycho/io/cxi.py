@@ -6,8 +6,13 @@ pixel. Our own extras (exact positions in object pixels, probe guess, ground tru
 full geometry and metadata as JSON) live in ``entry_1/napari_ptycho`` so a file we write
 reads back identically while staying a standard CXI file for other programs.
 
-Sign convention: the CXI translation moves the sample, so the probe window moves the
-other way over the object: ``row = -y / dx``, ``col = -x / dx`` (then shifted to a margin).
+Sign convention: ``row = y / dx``, ``col = x / dx`` (then shifted to a margin), with
+rows and columns in the detector frame's own orientation. The opposite sign (the naive
+"the sample moves, so the probe moves the other way") fits the real PETRA III near-field
+scan about 2x worse (LSQML χ² 0.0212 vs 0.0119 after 12 iterations): the detector frames
+of CXI files are mirrored with respect to the lab x/y axes, which flips both signs.
+For a file that needs the other convention, mirror the scan after loading:
+``data.positions = data.positions.max(0) + data.positions.min(0) - data.positions``.
 """
 
 from __future__ import annotations
@@ -285,7 +290,7 @@ def _read_open(path: Any, h5: Any, near_field: bool | None,
         if dx is None:
             raise c.fail(path, "cannot convert translations to pixels: energy, distance or "
                          "detector pixel size is missing (pass pixel_size=)")
-        positions = c.positions_to_margin(-translations[:, [1, 0]] / dx, margin)
+        positions = c.positions_to_margin(translations[:, [1, 0]] / dx, margin)
     else:
         raise c.fail(path, f"no scan positions ({TRANSLATION} is missing)")
     probe = ours.get("probe")
@@ -362,8 +367,8 @@ def write_cxi(data: PtychoData, path: str | Path) -> Path:
         dx = g.object_pixel_size
         if dx is not None:
             trans = np.zeros((n, 3))
-            trans[:, 0] = -data.positions[:, 1] * dx
-            trans[:, 1] = -data.positions[:, 0] * dx
+            trans[:, 0] = data.positions[:, 1] * dx
+            trans[:, 1] = data.positions[:, 0] * dx
             f[TRANSLATION] = trans
             f["entry_1/data_1/translation"] = h5py.SoftLink(f"/{TRANSLATION}")
         f["entry_1/data_1/data"] = h5py.SoftLink(f"/{DETECTOR}/data")
