@@ -9,6 +9,7 @@ layers); ``metadata["pixel_size"]`` keeps metres for writers.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,9 @@ SOURCE_KEY = "ptycho_source"
 RUN_KEY = "ptycho_run"
 RESULT_KEY = "ptycho_result"
 _GAP = 8  # pixels between the side-by-side images
+#: seconds between thumbnail refreshes while a run streams (each costs the layer list a
+#: Qt repaint; the final snapshot always refreshes them)
+THUMBNAIL_INTERVAL = 1.0
 
 
 def source_key(layer: Any) -> str:
@@ -69,6 +73,23 @@ def scan_centres(positions: np.ndarray, probe_shape: tuple[int, int]) -> np.ndar
     return pos + (np.asarray(probe_shape, dtype=np.float64) - 1) / 2
 
 
+def fit_contrast(layer: Any, data: np.ndarray, tolerance: float = 0.01) -> None:
+    """Set ``layer``'s contrast limits to the range of ``data`` (which it shows).
+
+    Skipped when the limits already match within ``tolerance`` of the range: each
+    setting costs napari events and a thumbnail on the main thread, and a converging
+    reconstruction barely changes its range from one update to the next.
+    """
+    lo, hi = float(np.min(data)), float(np.max(data))
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        layer.reset_contrast_limits()  # flat or non-finite: napari's own fallback
+        return
+    old_lo, old_hi = (float(x) for x in layer.contrast_limits)
+    if abs(old_lo - lo) <= tolerance * (hi - lo) and abs(old_hi - hi) <= tolerance * (hi - lo):
+        return
+    layer.contrast_limits = (lo, hi)
+
+
 def display_scale(geometry: Any) -> tuple[float, str | None]:
     """(scale per object pixel, unit) for layers: µm when the pixel size is known.
 
@@ -99,11 +120,12 @@ def find_output_layer(viewer: Any, key: str, role: str) -> Any:
 
 
 def upsert_layer(viewer: Any, kind: str, key: str, role: str, name: str, data: Any,
-                 metadata: dict[str, Any], **kwargs: Any) -> Any:
+                 metadata: dict[str, Any], thumbnail: bool = True, **kwargs: Any) -> Any:
     """Update the tagged layer's data in place, or add it when missing (or deleted).
 
     ``kwargs`` (colormap, scale, ...) are only used when the layer is created, so the
-    user's display choices survive updates.
+    user's display choices survive updates. ``thumbnail=False`` skips the layer-list
+    thumbnail of an in-place update (a streaming run refreshes it now and then).
     """
     layer = find_output_layer(viewer, key, role)
     tags = {**metadata, SOURCE_KEY: key, ROLE_KEY: role}
@@ -118,7 +140,7 @@ def upsert_layer(viewer: Any, kind: str, key: str, role: str, name: str, data: A
         # data setter would also recompute the viewer's dims and extents, which costs
         # ~10 ms per layer on the main thread for nothing.
         np.copyto(current, data)
-        layer.refresh(extent=False)
+        layer.refresh(extent=False, thumbnail=thumbnail, highlight=False)
         return layer
     layer.data = data
     return layer
@@ -145,6 +167,10 @@ class PtychoLayers:
         self.scale, self.units = display_scale(geometry)
         self.pixel_size = getattr(geometry, "object_pixel_size", None)
         self._pending_hsv: tuple[np.ndarray, dict[str, Any]] | None = None
+        self._thumbnail_at = -np.inf
+        self._stale: dict[int, Any] = {}  # layers whose thumbnail lags their data
+        self._turn = 0  # streaming: object layers on odd updates, probe layers on even
+        self._pending: tuple[Any, ...] | None = None  # a snapshot shown only in part
 
     def _kw(self, translate: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
         # layer.units is what the TIFF writer reads for the ImageJ pixel size
@@ -173,38 +199,90 @@ class PtychoLayers:
         if layer is not None and layer.visible and self._pending_hsv is not None:
             layer.data = complex_to_rgb(self._pending_hsv[0])
 
+    def finish(self) -> None:
+        """End of a run: show what :meth:`update` deferred, refresh skipped thumbnails."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.update(*pending, full=True)
+        for layer in self._stale.values():
+            if layer in self.viewer.layers:
+                layer._update_thumbnail()
+        self._stale = {}
+        self._thumbnail_at = time.perf_counter()
+
     def update(self, snap: Any, metadata: dict[str, Any], probe_shape: tuple[int, int],
-               positions: np.ndarray | None = None) -> dict[str, Any]:
-        """Show ``snap``; returns role -> layer. ``metadata`` tags every layer."""
+               positions: np.ndarray | None = None, full: bool = False) -> dict[str, Any]:
+        """Show ``snap``; returns role -> layer. ``metadata`` tags every layer.
+
+        While a run streams (``snap.done`` false, ``full`` false and every layer there),
+        one update refreshes the object layers and the next the probe layers: each napari
+        refresh plus its repaint blocks the main thread, and two layers at a time keep
+        those blocks short. Thumbnails are refreshed at most every
+        :data:`THUMBNAIL_INTERVAL` seconds. The final snapshot (or :meth:`finish`, for a
+        cancelled run) shows everything.
+        """
         v, k, n = self.viewer, self.key, self.name
         md = {**metadata, "pixel_size": self.pixel_size, "units": self.units or "pixel"}
+        now = time.perf_counter()
+        full = full or bool(getattr(snap, "done", False))
+        thumb = full or now - self._thumbnail_at >= THUMBNAIL_INTERVAL
+        if thumb:
+            self._thumbnail_at = now
+        roles = ("amplitude", "phase", "probe_amplitude", "probe_phase")
+        found = {r: find_output_layer(v, k, r) for r in roles}
+        if any(layer is None for layer in found.values()):
+            full = True
+        self._turn ^= 1
+        do_object = full or self._turn == 1
+        do_probe = snap.probe is not None and (full or self._turn == 0)
+        self._pending = None if full else (snap, metadata, probe_shape, positions)
+        tags = {**md, SOURCE_KEY: k}
+        out: dict[str, Any] = {}
         obj = np.asarray(snap.object)
-        amp = np.abs(obj).astype(np.float32)
         # side by side: amplitude | phase | probe amplitude over probe phase; the HSV
         # composite (hidden) and the positions lie over the amplitude
         step = obj.shape[1] + _GAP
-        out = {
-            "amplitude": upsert_layer(v, "image", k, "amplitude", f"{n} amplitude", amp, md,
-                                      colormap="gray", **self._kw()),
-            "phase": upsert_layer(v, "image", k, "phase", f"{n} phase",
-                                  np.angle(obj).astype(np.float32), md, colormap="twilight",
-                                  contrast_limits=(-np.pi, np.pi), **self._kw((0.0, step))),
-        }
-        out["hsv"] = self._update_hsv(obj, md)
-        out["amplitude"].reset_contrast_limits()
-        if snap.probe is not None:
+        if do_object:
+            amp = np.abs(obj).astype(np.float32)
+            out["amplitude"] = upsert_layer(v, "image", k, "amplitude", f"{n} amplitude",
+                                            amp, md, thumbnail=thumb, colormap="gray",
+                                            **self._kw())
+            out["phase"] = upsert_layer(v, "image", k, "phase", f"{n} phase",
+                                        np.angle(obj).astype(np.float32), md,
+                                        thumbnail=thumb, colormap="twilight",
+                                        contrast_limits=(-np.pi, np.pi),
+                                        **self._kw((0.0, step)))
+            out["hsv"] = self._update_hsv(obj, md)
+            fit_contrast(out["amplitude"], amp)
+        if do_probe:
             tiled = tile_modes(snap.probe)
             right = 2 * step
             below = tiled.shape[0] + _GAP
+            probe_amp = np.abs(tiled).astype(np.float32)
             out["probe_amplitude"] = upsert_layer(
                 v, "image", k, "probe_amplitude", f"{n} probe amplitude",
-                np.abs(tiled).astype(np.float32), md, colormap="magma",
+                probe_amp, md, thumbnail=thumb, colormap="magma",
                 **self._kw((0.0, right)))
-            out["probe_amplitude"].reset_contrast_limits()
+            fit_contrast(out["probe_amplitude"], probe_amp)
             out["probe_phase"] = upsert_layer(
                 v, "image", k, "probe_phase", f"{n} probe phase",
-                np.angle(tiled).astype(np.float32), md, colormap="twilight",
-                contrast_limits=(-np.pi, np.pi), **self._kw((below, right)))
+                np.angle(tiled).astype(np.float32), md, thumbnail=thumb,
+                colormap="twilight", contrast_limits=(-np.pi, np.pi),
+                **self._kw((below, right)))
+        for role in ("amplitude", "phase", "hsv", "probe_amplitude", "probe_phase"):
+            if role not in out:  # deferred to the next update: keep the tags current
+                layer = found.get(role) or find_output_layer(v, k, role)
+                if layer is not None:
+                    layer.metadata.update({**tags, ROLE_KEY: role})
+                    out[role] = layer
+        shown = [r for r, on in (("amplitude", do_object), ("phase", do_object),
+                                 ("probe_amplitude", do_probe), ("probe_phase", do_probe))
+                 if on]
+        for role in shown:
+            if thumb:
+                self._stale.pop(id(out[role]), None)
+            else:
+                self._stale[id(out[role])] = out[role]
         pos = snap.positions if snap.positions is not None else positions
         if pos is not None:
             centres = scan_centres(pos, probe_shape)

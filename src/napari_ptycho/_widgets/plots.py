@@ -7,9 +7,11 @@ the "Half-set FRC" button reconstructs the odd and the even scan positions indep
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_ptycho._widgets._hub import hub_for, unwrap_viewer
@@ -17,6 +19,9 @@ from napari_ptycho._widgets._layers import display_name
 from napari_ptycho._widgets._mpl import ThemedCanvas
 
 DATA_KEY = "ptycho_data"
+#: seconds between live redraws of the error curve: a matplotlib draw costs tens of ms on
+#: the main thread, and the curve barely moves between two streamed snapshots
+LOSS_INTERVAL = 0.5
 
 
 def _region_mask(data: Any, shape: tuple[int, int]) -> tuple[slice, slice]:
@@ -97,6 +102,11 @@ class PlotsWidget(QWidget):
         self.frc_kind = ""
         self.half_worker: Any = None
         self._key: str | None = None
+        self._pending_loss: tuple[list[float], str] | None = None
+        self._loss_drawn = -np.inf
+        self._loss_timer = QTimer(self)
+        self._loss_timer.setSingleShot(True)
+        self._loss_timer.timeout.connect(self._flush_loss)
         buttons = QHBoxLayout()
         buttons.addWidget(self.half_button)
         layout = QVBoxLayout(self)
@@ -160,17 +170,37 @@ class PlotsWidget(QWidget):
                 return layer.metadata[DATA_KEY]
         return None
 
+    def _flush_loss(self) -> None:
+        pending, self._pending_loss = self._pending_loss, None
+        if pending is not None:
+            self._loss_drawn = time.perf_counter()
+            self._draw_loss(*pending)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt override)
+        super().showEvent(event)
+        self._flush_loss()  # live updates that arrived while hidden
+
     def _on_update(self, ctx: Any, result: Any) -> None:
+        """A live snapshot: redrawn at most every LOSS_INTERVAL s, and only when shown."""
         if getattr(ctx, "purpose", "reconstruction") != "reconstruction":
             return
         self._key = ctx.source_key
-        self._draw_loss(list(result.errors),
-                        f"error: {ctx.method} on {display_name(ctx.source_name)}")
+        self._pending_loss = (list(result.errors),
+                              f"error: {ctx.method} on {display_name(ctx.source_name)}")
+        if not self.isVisible():
+            return
+        wait = LOSS_INTERVAL - (time.perf_counter() - self._loss_drawn)
+        if wait <= 0:
+            self._flush_loss()
+        elif not self._loss_timer.isActive():
+            self._loss_timer.start(max(1, int(1000 * wait)))
 
     def _on_finished(self, ctx: Any, result: Any, status: str) -> None:
         if result is None or getattr(ctx, "purpose", "reconstruction") != "reconstruction":
             return
         self._on_update(ctx, result)
+        self._loss_timer.stop()
+        self._flush_loss()  # the final curve, whatever the throttle
         data = getattr(ctx, "data", None)
         try:
             curve = frc_against_truth(result, data) if data is not None else None

@@ -88,7 +88,9 @@ class ReconstructionWidget(QWidget):
         self.hub = hub_for(napari_viewer)
         self.settings = WidgetSettings("reconstruct")
         self.form: ConfigForm | None = None
-        self.runner = StreamRunner(self._on_update, self._on_finished)
+        # 3 updates/s clears the ≥ 2/s goal; each one also costs a repaint (software
+        # OpenGL on CPU here) that competes with the engine for the cores
+        self.runner = StreamRunner(self._on_update, self._on_finished, max_rate=3.0)
         self.results: dict[str, Any] = {}  # input key -> last Result of a finished run
         self._scans: list[Any] = []
 
@@ -311,6 +313,9 @@ class ReconstructionWidget(QWidget):
         result = self._result(ctx, snap) if snap is not None else None
         if result is not None:
             self.results[ctx.source_key] = result
+        layers = getattr(self, "_layers", None)
+        if layers is not None:
+            layers.finish()  # a cancelled run's last snapshot may be shown in part
         self._set_running(False)
         word = {"done": "Finished", "cancelled": "Cancelled", "error": "Failed"}[status]
         it = f" at {snap.unit} {snap.iteration}/{snap.total}" if snap is not None else ""
