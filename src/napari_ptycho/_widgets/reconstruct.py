@@ -88,9 +88,7 @@ class ReconstructionWidget(QWidget):
         self.hub = hub_for(napari_viewer)
         self.settings = WidgetSettings("reconstruct")
         self.form: ConfigForm | None = None
-        # 3 updates/s clears the ≥ 2/s goal; each one also costs a repaint (software
-        # OpenGL on CPU here) that competes with the engine for the cores
-        self.runner = StreamRunner(self._on_update, self._on_finished, max_rate=3.0)
+        self.runner = StreamRunner(self._on_update, self._on_finished)
         self.results: dict[str, Any] = {}  # input key -> last Result of a finished run
         self._scans: list[Any] = []
 
