@@ -24,9 +24,38 @@ from typing import Any
 
 import numpy as np
 
+from napari_ptycho.engines.config import BaseConfig
+
 #: Folder with the shipped weight files and their JSON cards.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 RESIZE_MODES = ("none", "bin", "crop")
+
+
+@dataclass
+class BraggNNConfig(BaseConfig):
+    """Fields and checks shared by the network engines' configs (documented there)."""
+
+    weights: str = ""
+    resize: str = "none"
+    support_threshold: float = 0.1
+    shrinkwrap_every: int = 0
+
+    def validate(self) -> None:
+        """Refuse impossible values (ValueError naming the parameter).
+
+        Unlike :class:`BaseConfig`, 0 iterations is allowed: the prediction alone.
+        """
+        if int(self.iterations) < 0:
+            raise ValueError(f"iterations must be >= 0 (got {self.iterations})")
+        if int(self.update_every) < 1:
+            raise ValueError(f"update_every must be >= 1 (got {self.update_every})")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES} (got {self.resize!r})")
+        if not 0 < self.support_threshold < 1:
+            raise ValueError(f"support_threshold must be in (0, 1) (got "
+                             f"{self.support_threshold})")
+        if self.shrinkwrap_every < 0:
+            raise ValueError(f"shrinkwrap_every must be >= 0 (got {self.shrinkwrap_every})")
 
 
 @lru_cache(maxsize=4)

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from napari_ptycho.engines._bragg_nn import BraggNNConfig
 from napari_ptycho.engines.base import Snapshot, select_device
-from napari_ptycho.engines.config import BaseConfig
 
 
 @dataclass
-class AutoPhaseNNConfig(BaseConfig):
+class AutoPhaseNNConfig(BraggNNConfig):
     """Parameters of AutoPhaseNN + ER.
 
     Parameters
@@ -45,27 +45,11 @@ class AutoPhaseNNConfig(BaseConfig):
 
     iterations: int = 50
     update_every: int = 5
-    weights: str = ""
-    resize: str = "none"
-    support_threshold: float = 0.1
-    shrinkwrap_every: int = 0
     free_fraction: float = 0.0
 
     def validate(self) -> None:
         """Refuse impossible values (ValueError naming the parameter)."""
-        from napari_ptycho.engines._bragg_nn import RESIZE_MODES
-
-        if int(self.iterations) < 0:
-            raise ValueError(f"iterations must be >= 0 (got {self.iterations})")
-        if int(self.update_every) < 1:
-            raise ValueError(f"update_every must be >= 1 (got {self.update_every})")
-        if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES} (got {self.resize!r})")
-        if not 0 < self.support_threshold < 1:
-            raise ValueError(f"support_threshold must be in (0, 1) (got "
-                             f"{self.support_threshold})")
-        if self.shrinkwrap_every < 0:
-            raise ValueError(f"shrinkwrap_every must be >= 0 (got {self.shrinkwrap_every})")
+        super().validate()
         if not 0 <= self.free_fraction <= 0.5:
             raise ValueError(f"free_fraction must be in [0, 0.5] (got {self.free_fraction})")
         select_device(self.device)

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from napari_ptycho.engines._bragg_nn import BraggNNConfig
 from napari_ptycho.engines.base import EngineError, Snapshot, select_device
-from napari_ptycho.engines.config import BaseConfig
 
 
 @dataclass
-class CDINNConfig(BaseConfig):
+class CDINNConfig(BraggNNConfig):
     """Parameters of 3D-CDI-NN + AD refinement.
 
     Parameters
@@ -43,29 +43,13 @@ class CDINNConfig(BaseConfig):
 
     iterations: int = 100
     update_every: int = 10
-    weights: str = ""
-    resize: str = "none"
-    support_threshold: float = 0.1
     learning_rate: float = 0.6
-    shrinkwrap_every: int = 0
 
     def validate(self) -> None:
         """Refuse impossible values (ValueError naming the parameter)."""
-        from napari_ptycho.engines._bragg_nn import RESIZE_MODES
-
-        if int(self.iterations) < 0:
-            raise ValueError(f"iterations must be >= 0 (got {self.iterations})")
-        if int(self.update_every) < 1:
-            raise ValueError(f"update_every must be >= 1 (got {self.update_every})")
-        if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES} (got {self.resize!r})")
-        if not 0 < self.support_threshold < 1:
-            raise ValueError(f"support_threshold must be in (0, 1) (got "
-                             f"{self.support_threshold})")
+        super().validate()
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0 (got {self.learning_rate})")
-        if self.shrinkwrap_every < 0:
-            raise ValueError(f"shrinkwrap_every must be >= 0 (got {self.shrinkwrap_every})")
         select_device(self.device)
 
 
