@@ -152,3 +152,37 @@ def validation_ssim(model: torch.nn.Module, amp_in: torch.Tensor, truth: np.ndar
         except ValueError:
             out.append(float("nan"))
     return out
+
+
+def start_run(args: Any, oversampling: tuple[float, float]
+              ) -> tuple[np.random.Generator, torch.device, np.ndarray, torch.Tensor,
+                         torch.Tensor]:
+    """Seed, pick the device and build the training bank and the validation batch.
+
+    Returns
+    -------
+    rng, device, bank, v_amp, v_obj
+        The run's numpy generator, torch device, training crystal bank, and the fixed
+        validation diffraction amplitudes with their true objects.
+    """
+    from napari_ptycho.engines.base import select_device
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    device = select_device(args.device)
+    cache = args.cache or None
+    bank = make_bank(args.crystals, args.size, TRAIN_SEED_OFFSET, oversampling, cache)
+    vbank = make_bank(args.valid, args.size, VALID_SEED_OFFSET, oversampling, cache)
+    v_amp, v_obj = make_batch(vbank, np.arange(len(vbank)), np.random.default_rng(1),
+                              photons=(1e7, 1e7), augment=False)
+    return rng, device, bank, v_amp, v_obj
+
+
+def data_card(args: Any, oversampling: tuple[float, float]) -> dict[str, Any]:
+    """The "data" entry of a weight card: generator, seeds, sampling, dose, augmentation."""
+    return {"generator": "napari_ptycho.physics.simulate.simulate_bragg",
+            "train_seeds": [TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + args.crystals - 1],
+            "valid_seeds": [VALID_SEED_OFFSET, VALID_SEED_OFFSET + args.valid - 1],
+            "oversampling": list(oversampling), "photons": [1e5, 1e8],
+            "augmentation": "48 cube symmetries, Poisson noise redrawn per batch"}

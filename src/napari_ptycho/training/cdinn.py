@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 
 from napari_ptycho.training._crystals import (
-    TRAIN_SEED_OFFSET,
-    VALID_SEED_OFFSET,
     add_common_arguments,
-    make_bank,
+    data_card,
     make_batch,
     save_weights,
     set_lr,
+    start_run,
     validation_ssim,
 )
 
@@ -58,22 +57,13 @@ def main(args: argparse.Namespace) -> int:
     """Train, validate, write the weights and their card; returns 0."""
     import torch
 
-    from napari_ptycho.engines.base import select_device
     from napari_ptycho.nn.cdinn import CDINN, CDINNSpec, LossWeights, cdinn_loss
 
     if not 0 <= args.stage1 <= 1:
         raise ValueError(f"--stage1 must be in [0, 1] (got {args.stage1})")
-    torch.set_num_threads(max(1, int(args.threads)))
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    device = select_device(args.device)
     spec = CDINNSpec(size=args.size, base_channels=args.channels, dropout=args.dropout)
     spec.validate()
-    cache = args.cache or None
-    bank = make_bank(args.crystals, args.size, TRAIN_SEED_OFFSET, OVERSAMPLING, cache)
-    vbank = make_bank(args.valid, args.size, VALID_SEED_OFFSET, OVERSAMPLING, cache)
-    v_amp, v_obj = make_batch(vbank, np.arange(len(vbank)), np.random.default_rng(1),
-                              photons=(1e7, 1e7), augment=False)
+    rng, device, bank, v_amp, v_obj = start_run(args, OVERSAMPLING)
     v_true_amp, v_true_phase = _labels(v_obj.to(device))
     model = CDINN(spec).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -131,11 +121,7 @@ def main(args: argparse.Namespace) -> int:
         "network": "3D-CDI-NN (Chan et al. 2021), supervised + physics term",
         "spec": spec.to_dict(),
         "command": "napari-ptycho train cdinn " + " ".join(sys.argv[3:]),
-        "data": {"generator": "napari_ptycho.physics.simulate.simulate_bragg",
-                 "train_seeds": [TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + args.crystals - 1],
-                 "valid_seeds": [VALID_SEED_OFFSET, VALID_SEED_OFFSET + args.valid - 1],
-                 "oversampling": list(OVERSAMPLING), "photons": [1e5, 1e8],
-                 "augmentation": "48 cube symmetries, Poisson noise redrawn per batch"},
+        "data": data_card(args, OVERSAMPLING),
         "training": {"epochs_run": len(history), "epochs_planned": args.epochs,
                      "stopped_by_time_limit": stopped_early, "batch": args.batch,
                      "lr": args.lr, "stage1_fraction": args.stage1,
