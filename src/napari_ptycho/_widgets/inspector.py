@@ -22,7 +22,7 @@ from napari_ptycho._widgets._layers import (
     source_key,
 )
 from napari_ptycho._widgets._mpl import ThemedCanvas
-from napari_ptycho._widgets.reconstruct import DATA_KEY, scan_layers
+from napari_ptycho._widgets.reconstruct import DATA_KEY, refill_scan_box
 
 
 def nearest_position(point: np.ndarray, positions: np.ndarray,
@@ -82,14 +82,7 @@ class ScanInspectorWidget(QWidget):
         self._refresh()
 
     def _refresh(self, event: Any = None) -> None:
-        current = self.scan_layer()
-        self._scans = scan_layers(self.viewer, 2)
-        self.scan_box.blockSignals(True)
-        self.scan_box.clear()
-        self.scan_box.addItems([ly.name for ly in self._scans])
-        if current in self._scans:
-            self.scan_box.setCurrentIndex(self._scans.index(current))
-        self.scan_box.blockSignals(False)
+        self._scans = refill_scan_box(self.scan_box, self.viewer, self.scan_layer())
         self._scan_changed()
 
     def scan_layer(self) -> Any:

@@ -54,6 +54,22 @@ def scan_layers(viewer: Any, dims: int = 2) -> list[Any]:
             and isinstance(ly.metadata.get(key), kind)]
 
 
+def refill_scan_box(box: Any, viewer: Any, current: Any, dims: int = 2) -> list[Any]:
+    """Fill a combo box with the viewer's scan layers, keeping ``current`` selected.
+
+    Returns the listed layers (index-aligned with the box). Signals stay blocked while the
+    box is rebuilt, so listeners only hear about a real change of selection.
+    """
+    scans = scan_layers(viewer, dims)
+    box.blockSignals(True)
+    box.clear()
+    box.addItems([ly.name for ly in scans])
+    if current in scans:
+        box.setCurrentIndex(scans.index(current))
+    box.blockSignals(False)
+    return scans
+
+
 def initial_state(ctx: RunContext) -> Any:
     """What the layers show before the first snapshot: a flat object and the data's probe."""
     from napari_ptycho.engines import Snapshot
@@ -154,14 +170,7 @@ class ReconstructionWidget(QWidget):
 
     # ----------------------------------------------------------------- selection & form
     def _refresh_scans(self, event: Any = None) -> None:
-        current = self.selected_layer()
-        self._scans = scan_layers(self.viewer, 2)
-        self.scan_box.blockSignals(True)
-        self.scan_box.clear()
-        self.scan_box.addItems([ly.name for ly in self._scans])
-        if current in self._scans:
-            self.scan_box.setCurrentIndex(self._scans.index(current))
-        self.scan_box.blockSignals(False)
+        self._scans = refill_scan_box(self.scan_box, self.viewer, self.selected_layer())
         self._set_running(self.runner.running)
 
     def selected_layer(self) -> Any:
