@@ -12,7 +12,13 @@ Measures, for a simulated 256² Siemens-star scan:
   (median over ``--repeats`` GUI runs, each against the mean of the headless runs just
   before and after it, because the load of a shared machine drifts; goal ≤ 1.15);
 * baselines: the same tick gaps in an idle viewer and while the engine runs in a plain
-  thread with no display (what CPU and GIL contention alone cost).
+  thread with no display (what CPU and GIL contention alone cost);
+* ``cpu``: CPU seconds by role (see ``_gui_cpu.py``: ``main`` thread, software-OpenGL
+  ``render`` threads, ``engine`` threads, the ``xserver``) for every headless and viewer
+  run, and per second of an idle shown viewer: plain, with a napari progress bar (whose
+  activity indicator animates), and with the indicator paused as the dock does it. On a
+  shared machine these say more than the wall-time ratio: the GUI's CPU is what the
+  engine loses.
 
 Run under a display (``xvfb-run -a .venv/bin/python benchmarks/bench_gui.py``). Prints one
 JSON object, then a table. ``--batch-size 0`` uses the engine's compact sets instead of
@@ -44,13 +50,45 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def headless(data, config) -> float:
+def headless(data, config, meter=None, log: list | None = None) -> float:
     from napari_ptycho.engines import stream
 
+    if meter is not None:
+        meter.start()
     t0 = time.perf_counter()
     for _ in stream(data, "epie", config=config):
         pass
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if meter is not None and log is not None:
+        log.append(meter.stop())
+    return wall
+
+
+def idle_cpu(meter, seconds: float, progress: str = "none") -> dict[str, float]:
+    """GUI CPU per second of an idle shown viewer; ``progress``: "none", "napari" (a napari
+    progress bar, its activity indicator animating) or "paused" (the same, indicator
+    paused as the dock's runner does it)."""
+    from napari.utils import progress as napari_progress
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from napari_ptycho._widgets._runner import activity_spinners
+
+    bar = napari_progress(total=100, desc="idle") if progress != "none" else None
+    movies = activity_spinners() if progress == "paused" else []
+    for movie in movies:
+        movie.setPaused(True)
+    loop = QEventLoop()
+    QTimer.singleShot(200, loop.quit)
+    loop.exec()  # let the bar settle before measuring
+    meter.start()
+    QTimer.singleShot(int(1000 * seconds), loop.quit)
+    loop.exec()
+    used = meter.stop()
+    for movie in movies:
+        movie.setPaused(False)
+    if bar is not None:
+        bar.close()
+    return {k: round(v / seconds, 3) for k, v in used.items() if k != "wall"}
 
 
 def _thread_cpu() -> float:
@@ -170,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
+    from _gui_cpu import CpuMeter
     from napari_ptycho._widgets.reconstruct import ReconstructionWidget
     from napari_ptycho.engines import make_config
     from napari_ptycho.physics.simulate import simulate_ptycho
@@ -182,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     config = make_config("epie", update_every=1, **params)
     # warm-up: the first run imports the engine and builds FFT plans and compact sets
     headless(data, make_config("epie", update_every=1, **{**params, "iterations": 1}))
+    meter = CpuMeter()
+    load = [round(os.getloadavg()[0], 2)]
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     qapp = QApplication.instance()
@@ -194,17 +235,23 @@ def main(argv: list[str] | None = None) -> int:
         qapp.processEvents()
     # The shared machine's load drifts a lot: alternate headless and GUI runs and compare
     # each GUI run with the headless runs just before and after it.
-    heads = [headless(data, config)]
+    head_cpu: list[dict] = []
+    gui_cpu: list[dict] = []
+    heads = [headless(data, config, meter, head_cpu)]
     runs = []
     for _ in range(args.repeats):
+        meter.start()
         runs.append(gui_run(viewer, dock))
-        heads.append(headless(data, config))
+        gui_cpu.append(meter.stop())
+        heads.append(headless(data, config, meter, head_cpu))
+    load.append(round(os.getloadavg()[0], 2))
     # from the worker's start: the Start click's layer creation is reported on its own
     ratios = sorted((r["wall_s"] - r["start_s"]) / ((a + b) / 2)
                     for r, a, b in zip(runs, heads, heads[1:], strict=False))
     dock.form.set_values({"iterations": 10 * args.iterations})
     cancel = gui_run(viewer, dock, cancel_after_updates=3)
     idle = tick_gaps(5.0)
+    idle_use = {mode: idle_cpu(meter, 4.0, mode) for mode in ("none", "napari", "paused")}
     engine_only = tick_gaps(work=lambda: headless(data, config))
     viewer.close()
 
@@ -234,8 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         "engine_thread_no_display_tick_gap_ms_max_p95": [round(x, 1) for x in engine_only],
         "cancel_to_end_s": round(cancel["cancel_to_end_s"], 3),
         "cancel_iteration_s": round(min(heads) / args.iterations, 3),
+        "cpu_headless_s": head_cpu,
+        "cpu_viewer_s": gui_cpu,
+        "gui_cpu_per_update_ms": [round(1000 * c["gui"] / r["updates"], 1)
+                                  for c, r in zip(gui_cpu, runs, strict=True)],
+        "cpu_idle_viewer_per_s": idle_use,
     }
-    out["load_average_1min"] = round(os.getloadavg()[0], 1)
+    load.append(round(os.getloadavg()[0], 2))
+    out["load_average_1min"] = load  # at the start, after the timed runs, at the end
     print(json.dumps(out))
     if args.json:
         with open(args.json, "w") as fh:
@@ -260,6 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'measure':42s} {'value':>12s}  goal")
     for name, value, goal in rows:
         print(f"{name:42s} {value:>12s}  {goal}")
+    print(f"\nCPU seconds by role (load average {load})")
+    print(f"{'run':28s} {'wall':>6s} {'engine':>7s} {'main':>6s} {'render':>7s} {'Xvfb':>6s}")
+    named = [(f"headless {i + 1}", c) for i, c in enumerate(head_cpu)]
+    named += [(f"viewer {i + 1} ({r['updates']} updates)", c)
+              for i, (c, r) in enumerate(zip(gui_cpu, runs, strict=True))]
+    for name, c in named:
+        print(f"{name:28s} {c['wall']:6.2f} {c['engine']:7.2f} {c['main']:6.2f} "
+              f"{c['render']:7.2f} {c['xserver']:6.2f}")
+    for mode, c in idle_use.items():
+        print(f"{'idle viewer/s, progress ' + mode:28s} {1.0:6.2f} {c['engine']:7.2f} "
+              f"{c['main']:6.2f} {c['render']:7.2f} {c['xserver']:6.2f}")
     return 0
 
 

@@ -175,3 +175,104 @@ def test_runner_throttles_costly_updates_and_always_shows_the_final_snapshot(qtb
     assert shown == sorted(shown)
     with pytest.raises(ValueError, match="busy_fraction"):
         StreamRunner(slow_update, slow_update, busy_fraction=0)
+
+
+def _burn(seconds: float) -> None:
+    """Spend ``seconds`` of CPU time in the calling thread."""
+    import time
+
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_gui_cpu_counts_main_thread_and_software_rasteriser_threads_only():
+    import ctypes
+    import threading
+
+    from napari_ptycho._widgets._runner import gui_cpu_seconds
+
+    libc = ctypes.CDLL(None)
+
+    def named_burner(name: bytes, seconds: float, ready: threading.Event,
+                     go: threading.Event) -> None:
+        libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME: as Mesa names them
+        ready.set()
+        go.wait()
+        _burn(seconds)
+        ready.clear()
+        go.wait()  # stay alive while the caller reads /proc
+
+    def measured(name: bytes, seconds: float) -> float:
+        ready, go = threading.Event(), threading.Event()
+        t = threading.Thread(target=named_burner, args=(name, seconds, ready, go))
+        t.start()
+        ready.wait()
+        before = gui_cpu_seconds()
+        go.set()
+        while ready.is_set():  # wait for the burn to end without spending main-thread CPU
+            threading.Event().wait(0.01)
+        after = gui_cpu_seconds()
+        t.join()
+        return after - before
+
+    assert measured(b"llvmpipe-0", 0.3) >= 0.2  # draws for the main thread: counted
+    assert measured(b"engine-worker", 0.3) < 0.1  # the engine's threads: not GUI
+    before = gui_cpu_seconds()
+    _burn(0.2)
+    assert gui_cpu_seconds() - before >= 0.18  # the main thread itself
+
+
+def test_runner_budgets_the_repaint_cpu_that_follows_an_update_not_just_the_update(qtbot):
+    """The repaint after a refresh runs outside ``on_update`` (a later Qt event): the
+    throttle must count it, or a cheap refresh with a costly paint runs at ``max_rate``."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    from napari_ptycho._widgets._runner import RunContext, StreamRunner
+    from napari_ptycho.engines import make_config
+    from widget_helpers import small_scan
+
+    shown = []
+
+    def cheap_update_costly_paint(ctx, snap):
+        shown.append(time.perf_counter())
+        QTimer.singleShot(0, lambda: _burn(0.04))  # the "repaint": 40 ms of CPU
+
+    runner = StreamRunner(cheap_update_costly_paint, lambda *a: None, max_rate=100,
+                          min_rate=0.5, show_progress=False, busy_fraction=0.2)
+    config = make_config("slow_test", iterations=200, delay=0.01)
+    t0 = time.perf_counter()
+    runner.start(RunContext(small_scan(), "slow_test", config, "scan", "k"))
+    assert runner.wait(30)
+    wall = time.perf_counter() - t0
+    # 40 ms of GUI CPU per update at a 20 % budget: one update per ≥ 0.2 s (+ the first
+    # ones, measured before any paint, and the final one)
+    assert len(shown) <= wall / 0.2 + 4, (len(shown), wall)
+    assert runner.last_gui_cpu >= 0.03
+
+
+def test_runner_keeps_min_rate_when_updates_are_too_costly_for_the_budget(qtbot):
+    import time
+
+    from napari_ptycho._widgets._runner import RunContext, StreamRunner
+    from napari_ptycho.engines import make_config
+    from widget_helpers import small_scan
+
+    shown = []
+
+    def costly(ctx, snap):  # 60 ms of CPU: a 1 % budget would allow one per 6 s
+        shown.append(time.perf_counter())
+        _burn(0.06)
+
+    runner = StreamRunner(costly, lambda *a: None, max_rate=20, min_rate=4,
+                          show_progress=False, busy_fraction=0.01)
+    config = make_config("slow_test", iterations=150, delay=0.01)
+    runner.start(RunContext(small_scan(), "slow_test", config, "scan", "k"))
+    assert runner.wait(30)
+    gaps = np.diff(shown[:-1])  # the final snapshot is shown whenever it arrives
+    assert len(gaps) >= 3 and np.median(gaps) < 0.25 + 0.06 + 0.15, gaps
+    with pytest.raises(ValueError, match="min_rate"):
+        StreamRunner(costly, costly, max_rate=2, min_rate=3)

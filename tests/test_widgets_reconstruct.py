@@ -204,3 +204,45 @@ def test_epie_on_sample_scan_streams_updates_into_the_same_layers(make_napari_vi
     result = amp.metadata[RESULT_KEY]
     assert result.method == "epie" and result.parameters["iterations"] == 200
     assert result.iteration == dock.runner.latest.iteration  # the last snapshot is shown
+
+
+def test_activity_indicator_steps_once_per_update_instead_of_animating(make_napari_viewer,
+                                                                       scan, qtbot):
+    """A looping GIF would repaint the window ~25×/s during the run (with software
+    OpenGL, each repaint re-composites the whole window, canvas included)."""
+    from napari_ptycho._widgets._runner import activity_spinners
+
+    viewer = make_napari_viewer()
+    add_scan(viewer, scan)
+    dock = _dock(viewer, iterations=60, delay=0.03)
+    dock.start()
+    movies = activity_spinners()
+    assert movies, "napari's activity indicator was not found"
+    movie = movies[0]
+    assert movie.state() == movie.MovieState.Paused
+    frames = set()
+    for n in range(2, 5):
+        qtbot.waitUntil(lambda n=n: dock.runner.updates >= n, timeout=30_000)
+        frames.add(movie.currentFrameNumber())
+    assert len(frames) >= 2  # it still moves: one frame per update
+    assert movie.state() == movie.MovieState.Paused
+    assert dock.runner.wait(30)
+    qtbot.waitUntil(lambda: movie.state() == movie.MovieState.NotRunning, timeout=5_000)
+
+
+def test_status_text_changes_about_once_a_second_while_streaming(make_napari_viewer, scan):
+    """Each text change repaints the window; the layers update up to 5×/s."""
+    viewer = make_napari_viewer()
+    add_scan(viewer, scan)
+    dock = _dock(viewer, iterations=80, delay=0.02)
+    texts = []
+    dock.status.setText = lambda text, _set=dock.status.setText: (texts.append(text),
+                                                                   _set(text))
+    t0 = time.perf_counter()
+    dock.start()
+    assert dock.runner.wait(30)
+    wall = time.perf_counter() - t0
+    running = [t for t in texts if t.startswith("slow_test on")]
+    assert 1 <= len(running) <= wall / 1.0 + 2, (len(running), wall)
+    assert dock.runner.updates > len(running)
+    assert texts[-1].startswith("Finished")

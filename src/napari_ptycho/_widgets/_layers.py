@@ -171,6 +171,9 @@ class PtychoLayers:
         self._stale: dict[int, Any] = {}  # layers whose thumbnail lags their data
         self._turn = 0  # streaming: object layers on odd updates, probe layers on even
         self._pending: tuple[Any, ...] | None = None  # a snapshot shown only in part
+        #: whether the last :meth:`update` refreshed thumbnails: the dock changes its other
+        #: widgets (status text) on the same updates, so they share one repaint
+        self.thumbnails_refreshed = False
 
     def _kw(self, translate: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
         # layer.units is what the TIFF writer reads for the ImageJ pixel size
@@ -228,6 +231,7 @@ class PtychoLayers:
         thumb = full or now - self._thumbnail_at >= THUMBNAIL_INTERVAL
         if thumb:
             self._thumbnail_at = now
+        self.thumbnails_refreshed = thumb
         roles = ("amplitude", "phase", "probe_amplitude", "probe_phase")
         found = {r: find_output_layer(v, k, r) for r in roles}
         if any(layer is None for layer in found.values()):

@@ -5,16 +5,25 @@ Why this shape: the engine yields a snapshot every iteration so that Cancel and 
 reference to the newest snapshot and never waits on the UI. A ``QTimer`` on the main thread
 polls that reference a few times per second and pushes it to the layers, so however fast
 or slow the engine, the UI redraws at most ``max_rate`` times per second and always shows
-the newest state. The rate also adapts to what an update costs on the main thread (layer
-refresh plus the repaint it causes, estimated as ``cost_factor`` times the measured
-refresh): on a slow or busy machine the display updates less often instead of stealing
-the engine's CPU or the user's clicks. Nothing here is 2D-specific: any engine of the
-registry can be driven this way.
+the newest state. The rate also adapts to what the display really costs: the CPU time of
+everything that draws the GUI (the main thread, and the software rasteriser's threads
+when OpenGL is software-rendered) between two updates, which is mostly the repaint an
+update causes, not the dock's own refresh. On a slow or busy machine the display updates
+less often instead of stealing the engine's CPU or the user's clicks.
+
+Nothing animates while a run streams: napari's activity indicator (a looping GIF) would
+repaint the window ~25 times a second, and with software OpenGL every repaint of a window
+holding the canvas re-composites the whole window (measured: ~0.35 CPU-seconds per second
+under Xvfb/llvmpipe, more than all the updates together). The runner pauses it and steps
+it one frame per update instead. Nothing here is 2D-specific: any engine of the registry
+can be driven this way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,6 +79,66 @@ class RunContext:
         return {"method": self.method, **dataclasses.asdict(self.config)}
 
 
+#: name prefixes of threads that draw for the main thread: Mesa's software rasterisers
+RENDER_THREAD_PREFIXES = ("llvmpipe", "softpipe")
+
+
+def _task_cpu(path: str) -> float | None:
+    """CPU seconds (user + system) of one thread from its ``/proc`` stat file."""
+    try:
+        with open(path + "/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None  # the thread ended
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gui_cpu_seconds() -> float:
+    """CPU seconds spent so far on drawing the GUI; call it from the main thread.
+
+    That is the main thread's CPU time plus, on Linux, that of the software-OpenGL
+    rasteriser threads (Mesa's llvmpipe), which do the pixel work of every repaint for
+    the main thread. Elsewhere (or on a GPU driver) only the main thread is counted.
+    """
+    total = time.thread_time()
+    if not sys.platform.startswith("linux"):
+        return total
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return total
+    for tid in tids:
+        path = f"/proc/self/task/{tid}"
+        try:
+            with open(path + "/comm") as fh:
+                name = fh.read()
+        except OSError:
+            continue
+        if name.startswith(RENDER_THREAD_PREFIXES):
+            total += _task_cpu(path) or 0.0
+    return total
+
+
+def activity_spinners() -> list[Any]:
+    """The QMovies of napari's "in progress" indicators (one per main window).
+
+    napari keeps the indicator private; when that changes, this finds nothing and the
+    runner simply leaves the indicator alone.
+    """
+    from qtpy.QtWidgets import QApplication
+
+    movies = []
+    for window in QApplication.topLevelWidgets():
+        dialog = getattr(window, "_activity_dialog", None)
+        indicator = getattr(getattr(dialog, "_toggleButton", None), "_inProgressIndicator",
+                            None)
+        movie = indicator.movie() if hasattr(indicator, "movie") else None
+        if movie is not None:
+            movies.append(movie)
+    return movies
+
+
 class _Slot:
     """Latest snapshot written by the worker thread, read by the UI thread.
 
@@ -114,20 +183,27 @@ class StreamRunner:
     max_rate : float
         Upper bound on UI updates per second.
     busy_fraction : float
-        Largest share of main-thread time the updates may take (adaptive throttle).
+        Largest share of one core that drawing the GUI may take while a run streams
+        (adaptive throttle; see :func:`gui_cpu_seconds`).
     show_progress : bool
         Show a progress bar with ETA in napari's activity dock.
+    min_rate : float
+        The throttle never goes below this many updates per second (as long as the
+        engine yields that often), so the display stays live on a slow machine.
     """
 
     def __init__(self, on_update: Callable[[RunContext, Any], None],
                  on_finished: Callable[[RunContext, Any, str, BaseException | None], None],
                  max_rate: float = 5.0, show_progress: bool = True,
-                 busy_fraction: float = 0.15) -> None:
+                 busy_fraction: float = 0.1, min_rate: float = 2.0) -> None:
         if not max_rate > 0:
             raise ValueError(f"max_rate must be positive (got {max_rate})")
         if not 0 < busy_fraction <= 1:
             raise ValueError(f"busy_fraction must be in (0, 1] (got {busy_fraction})")
+        if not 0 < min_rate <= max_rate:
+            raise ValueError(f"min_rate must be in (0, max_rate={max_rate}] (got {min_rate})")
         self.min_interval = 1.0 / max_rate
+        self.max_interval = 1.0 / min_rate
         self.busy_fraction = busy_fraction
         self._next_allowed = 0.0
         self.on_update = on_update
@@ -140,6 +216,10 @@ class StreamRunner:
         self._shown = 0
         self._pbar: Any = None
         self._pbar_n = 0
+        self._spinners: list[Any] = []
+        self._gui_cpu_mark: float | None = None
+        #: GUI CPU seconds between the last two updates (what the throttle budgets)
+        self.last_gui_cpu = 0.0
         self._cancelled = False
         self._in_flush = False
         self._error: BaseException | None = None
@@ -173,6 +253,7 @@ class StreamRunner:
         self._slot = slot = _Slot()
         self._shown = 0
         self._next_allowed = 0.0
+        self._gui_cpu_mark = None
         self.updates = 0
         self._cancelled = False
         self._error = None
@@ -220,14 +301,34 @@ class StreamRunner:
         total = int(getattr(ctx.config, "iterations", 0) or 0)
         self._pbar = progress(total=total or None, desc=f"{ctx.method}: {ctx.source_name}")
         self._pbar_n = 0
+        # a running GIF would repaint the window continuously (see the module note)
+        self._spinners = [m for m in activity_spinners() if m.state() == m.MovieState.Running]
+        for movie in self._spinners:
+            movie.setPaused(True)
+
+    def _step_spinners(self) -> None:
+        """Advance the paused activity indicator by one frame: it moves once per update."""
+        for movie in self._spinners:
+            try:
+                if not movie.jumpToNextFrame():
+                    movie.jumpToFrame(0)
+            except RuntimeError:  # the window was closed under us
+                pass
 
     def _close_progress(self) -> None:
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+        for movie in self._spinners:
+            try:  # napari stops the indicator itself when no other progress is left
+                movie.setPaused(False)
+            except RuntimeError:
+                pass
+        self._spinners = []
 
-    #: the repaint that follows a layer refresh costs about as much again (measured with
-    #: napari 0.9 / vispy under Xvfb); the throttle budgets for both
+    #: main-thread blocking of an update counted as this many times the dock's own refresh
+    #: (the repaint follows it); matters where the GUI's CPU cannot be measured or where
+    #: the refresh waits rather than computes
     cost_factor = 2.0
 
     def _flush(self, final: bool = False) -> None:
@@ -239,12 +340,19 @@ class StreamRunner:
             return
         self._shown = slot.seq
         snap = slot.latest
+        # everything the GUI drew since the last update: that update's repaint included
+        cpu = gui_cpu_seconds()
+        spent = cpu - self._gui_cpu_mark if self._gui_cpu_mark is not None else 0.0
+        self._gui_cpu_mark = cpu
+        self.last_gui_cpu = spent
         self._in_flush = True
         try:
             self.updates += 1
             self.on_update(ctx, snap)
-            cost = self.cost_factor * (time.perf_counter() - now)
-            self._next_allowed = now + max(self.min_interval, cost / self.busy_fraction)
+            block = self.cost_factor * (time.perf_counter() - now)
+            wait = min(self.max_interval, max(spent, block) / self.busy_fraction)
+            self._next_allowed = now + max(self.min_interval, wait)
+            self._step_spinners()
             if self._pbar is not None:
                 it = int(getattr(snap, "iteration", 0))
                 if it > self._pbar_n:

@@ -310,9 +310,13 @@ class ReconstructionWidget(QWidget):
     def _on_update(self, ctx: RunContext, snap: Any) -> None:
         result = self._result(ctx, snap)
         self._show(ctx, snap, result)
-        err = f", error {snap.errors[-1]:.4g}" if snap.errors else ""
-        self.status.setText(f"{ctx.method} on {ctx.source_name}: {snap.unit} "
-                            f"{snap.iteration}/{snap.total}{err}")
+        # Under software OpenGL any widget repaint re-composites the whole window (≈ as
+        # costly as redrawing the canvas), so the status text changes only with the
+        # thumbnails, about once a second, in the same repaint.
+        if self._layers.thumbnails_refreshed:
+            err = f", error {snap.errors[-1]:.4g}" if snap.errors else ""
+            self.status.setText(f"{ctx.method} on {ctx.source_name}: {snap.unit} "
+                                f"{snap.iteration}/{snap.total}{err}")
         self.hub.record(ctx, result)
         self.hub.updated.emit(ctx, result)
 
