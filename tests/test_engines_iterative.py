@@ -196,7 +196,9 @@ def test_position_refinement_reduces_position_error():
         e = p - data.positions
         return float(np.median(np.linalg.norm(e - e.mean(0), axis=1)))
 
-    snap = _last(stream(start, method="rpie", iterations=40, update_every=40,
+    # 64 positions: batches of 8 give the positions 8 steps per pass (the default 32 suits
+    # scans of thousands of patterns)
+    snap = _last(stream(start, method="rpie", iterations=40, update_every=40, batch_size=8,
                         position_refinement=True, position_refinement_start=5))
     assert error(snap.positions) < 0.5 * error(nominal)
 

@@ -115,20 +115,29 @@ class Detector:
         self.near_field = self.propagator.near_field
         self.padded = self.probe_shape != self.detector_shape
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """Exit waves → detector fields (native layout)."""
+    def forward(self, wave: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Exit waves → detector fields (native layout).
+
+        ``out``, a preallocated tensor of the result's shape, is written in place for the
+        unpadded far field (fresh multi-megabyte results are page-faulted in on every
+        call on CPU, which costs as much as the FFT); otherwise it is ignored.
+        """
         if self.near_field:
             return self.propagator.forward(wave)
         if self.padded:
             wave = _pad_center(wave, self.detector_shape)
-        return torch.fft.fft2(wave, norm="ortho")
+            out = None
+        return torch.fft.fft2(wave, norm="ortho", out=out)
 
-    def backward(self, fields: torch.Tensor) -> torch.Tensor:
-        """Adjoint of :meth:`forward`: detector fields (native) → exit waves (..., h, w)."""
+    def backward(self, fields: torch.Tensor, out: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Adjoint of :meth:`forward`: detector fields (native) → exit waves (..., h, w);
+        ``out`` as in :meth:`forward`."""
         if self.near_field:
             return self.propagator.backward(fields)
-        wave = torch.fft.ifft2(fields, norm="ortho")
-        return _crop_center(wave, self.probe_shape) if self.padded else wave
+        if self.padded:
+            return _crop_center(torch.fft.ifft2(fields, norm="ortho"), self.probe_shape)
+        return torch.fft.ifft2(fields, norm="ortho", out=out)
 
     def to_native(self, frames: torch.Tensor) -> torch.Tensor:
         """Stored (DC-centred) detector frames → native layout (far field: ``ifftshift``)."""
