@@ -54,6 +54,38 @@ def score(rec: np.ndarray, data: Any) -> dict[str, float]:
     return out
 
 
+def objective(data: Any, model_path: str) -> dict[str, float]:
+    """Poisson NLL on the training scan: the trained model vs true and flat patches.
+
+    All three go through the same overlap constraint, probe and far field, so a model far
+    above the truth's NLL is an optimisation shortfall, not a modelling one.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    from napari_ptycho.engines._pinn_data import prepare_scan
+    from napari_ptycho.engines.pinn import truth_patches
+    from napari_ptycho.nn.pinn_model import load_model, overlap_constraint
+
+    model, _ = load_model(model_path)
+    scan = prepare_scan(data, model.arch.n, model.arch.k)
+    n, g = model.arch.n, scan.groups
+    scale = scan.probe_power
+
+    def nll(patches: torch.Tensor) -> float:
+        fields = torch.fft.fft2(overlap_constraint(patches, scan.offsets, n) * scan.probe,
+                                norm="ortho")
+        pred = scale * torch.fft.fftshift(fields, dim=(-2, -1)).abs().square()
+        return float(F.poisson_nll_loss(pred, scan.counts[g], log_input=False, eps=1e-6))
+
+    with torch.no_grad():
+        true = truth_patches(scan, g.reshape(-1), n // 2).reshape(*g.shape, n // 2, n // 2)
+        pred = torch.cat([model.patches(scan.inputs[g[i:i + 64]])
+                          for i in range(0, len(g), 64)])
+        return {"model": nll(pred), "truth": nll(true),
+                "flat": nll(torch.ones_like(true) * true.abs().mean())}
+
+
 def fidelity(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Train the three models and score them on held-out scans of every kind."""
     from napari_ptycho.engines import reconstruct
@@ -65,16 +97,22 @@ def fidelity(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     tests = {kind: simulate_scan(f"sim:{kind}", args.object_size, "grouped",
                                  photons=args.photons, seed=args.seed + 100 + i)
              for i, kind in enumerate(KINDS)}
-    rows: dict[str, Any] = {}
-    for method in METHODS:
+    rows: dict[str, Any] = {"flat": {"train_seconds": 0.0, "final_loss": None}}
+    for kind, data in tests.items():  # the reference every model must beat
+        rows["flat"][kind] = score(np.ones(data.object_shape, np.complex64), data)
+    for method in args.methods:
         t0 = time.perf_counter()
         result = reconstruct(train, method, iterations=args.epochs, filters=args.filters,
                              batch_size=args.batch_size, seed=args.seed, device=args.device,
-                             save_dir=str(workdir / method), update_every=args.epochs)
+                             save_dir=str(workdir / method), update_every=args.epochs,
+                             cpu_threads=args.threads, max_groups=args.max_groups,
+                             learning_rate=args.lr)
         seconds = time.perf_counter() - t0
         model = result.extras["model_path"]
         rows[method] = {"train_seconds": seconds, "final_loss": result.errors[-1],
                         "model_path": model}
+        if method != "supervised":
+            rows[method]["nll_on_training_scan"] = objective(train, model)
         for kind, data in tests.items():
             rec = reconstruct(data, "pinn_infer", model_path=model, device=args.device)
             rows[method][kind] = score(rec.object, data)
@@ -83,6 +121,7 @@ def fidelity(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                           f"{rows[method][k]['psnr_phase']:.1f} dB" for k in KINDS),
               flush=True)
     return {"train_patterns": int(train.n_patterns), "train_object": list(train.object_shape),
+            "train_groups": int(train.n_patterns) // 4, "lr": args.lr,
             "test_patterns": {k: int(d.n_patterns) for k, d in tests.items()},
             "epochs": args.epochs, "filters": args.filters, "batch_size": args.batch_size,
             "photons": args.photons, "train_kind": args.train, "models": rows}
@@ -127,6 +166,8 @@ def table(res: dict[str, Any]) -> str:
                   "| model | test object | MAE amp | MAE phase | PSNR amp | PSNR phase | "
                   "FRC50 amp | FRC50 phase | train s |", "|---|---|---|---|---|---|---|---|---|"]
         for method, row in f["models"].items():
+            if method == "flat":
+                row = {**row, "train_seconds": 0.0}
             for kind in KINDS:
                 s = row[kind]
                 ood = "" if kind == f["train_kind"] else " (OOD)"
@@ -158,7 +199,13 @@ def main() -> None:
     p.add_argument("--photons", type=float, default=1e9)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (training and timing); 1 is fastest on a busy CPU")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-groups", type=int, default=0)
+    p.add_argument("--copy-models", type=Path, default=None,
+                   help="keep the trained models in this folder")
     p.add_argument("--epie-iterations", type=int, default=100)
     p.add_argument("--skip", choices=("fidelity", "speed"), default=None)
     p.add_argument("--model", default=None, help="model for the speed test (default: the "
@@ -171,7 +218,15 @@ def main() -> None:
         model = args.model
         if args.skip != "fidelity":
             res["fidelity"] = fidelity(args, Path(tmp))
-            model = model or res["fidelity"]["models"]["pinn"]["model_path"]
+            if "pinn" in res["fidelity"]["models"]:
+                model = model or res["fidelity"]["models"]["pinn"]["model_path"]
+            if args.copy_models:
+                import shutil
+
+                args.copy_models.mkdir(parents=True, exist_ok=True)
+                for method in args.methods:
+                    for f in Path(tmp, method).glob("*"):
+                        shutil.copy(f, args.copy_models / f.name)
         if args.skip != "speed":
             from napari_ptycho.engines.pinn import DEFAULT_MODEL
 

@@ -14,6 +14,7 @@ from napari_ptycho.nn.pinn_model import (
     PinnNet,
     load_model,
     overlap_constraint,
+    probe_weight,
     stitch,
     translate,
 )
@@ -78,6 +79,71 @@ def test_stitching_true_patches_rebuilds_the_object_where_they_reach():
     assert torch.all(est[:8] == 1)
 
 
+def test_probe_weighted_stitching_ignores_guesses_where_the_probe_is_dark():
+    obj = _random_object((48, 48), seed=4)
+    positions = torch.tensor([[0.0, 0.0], [0.0, 8.0], [8.0, 0.0], [8.0, 8.0]])
+    patches = torch.stack([obj[int(r) + 8:int(r) + 24, int(c) + 8:int(c) + 24]
+                           for r, c in positions])
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    probe = torch.exp(-((yy - 15.5) ** 2 + (xx - 15.5) ** 2) / 18).to(torch.complex64)
+    weight = probe_weight(probe, 16)
+    assert weight.shape == (16, 16) and float(weight.max()) == pytest.approx(1.0)
+    # consistent patches: any weighting gives the object back
+    est, _, _ = stitch(patches, positions, (48, 48), 32, weight=weight)
+    inner = (slice(12, 28), slice(12, 28))
+    torch.testing.assert_close(est[inner], obj[inner], atol=1e-4, rtol=1e-4)
+    # junk where the light was faint (what the loss never constrained) spoils the uniform
+    # average, much less the weighted one
+    junk = patches + 2.0 * (weight < 0.1)
+    uniform = (stitch(junk, positions, (48, 48), 32)[0][inner] - obj[inner]).abs().mean()
+    weighted = (stitch(junk, positions, (48, 48), 32, weight=weight)[0][inner]
+                - obj[inner]).abs().mean()
+    assert float(weighted) < 0.3 * float(uniform)
+
+
+@pytest.mark.parametrize("gauge,axes", [("group", (1, 2, 3)), ("patch", (2, 3))])
+def test_phase_gauge_removes_the_constant_phase_the_loss_cannot_see(gauge, axes):
+    torch.manual_seed(1)
+    model = PinnNet(PinnArch(32, 4, 2, gauge)).eval()
+    x = torch.rand(2, 4, 32, 32)
+    with torch.no_grad():
+        _, before = model(x)
+        model.head.bias[4:] += 5.0  # a shift the diffraction loss is blind to
+        _, after = model(x)
+    # the drift that pushed phases into the tanh's saturation cannot happen
+    torch.testing.assert_close(after, before)
+    logits = torch.atanh(before / np.pi)
+    assert float(logits.mean(dim=axes).abs().max()) < 1e-4
+    free = PinnNet(PinnArch(32, 4, 2, "none")).eval()
+    with torch.no_grad():
+        _, p0 = free(x)
+        free.head.bias[4:] += 5.0
+        _, p1 = free(x)
+    assert float((p1 - p0).abs().mean()) > 1.0
+    with pytest.raises(ValueError, match="gauge"):
+        PinnNet(PinnArch(32, 4, 2, "global"))
+
+
+def test_training_runs_single_threaded_on_cpu_and_restores_the_thread_count(tiny):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = [torch.get_num_threads() for _ in stream(
+            tiny, "pinn", iterations=2, pattern_size=32, filters=2, device="cpu",
+            max_groups=2, cpu_threads=1)]
+        assert seen == [1, 1]
+        assert torch.get_num_threads() == 2
+        gen = stream(tiny, "pinn", iterations=3, pattern_size=32, filters=2,
+                     device="cpu", max_groups=2, cpu_threads=1)
+        next(gen)
+        gen.close()  # cancelling restores it too
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="cpu_threads"):
+        list(stream(tiny, "pinn", cpu_threads=-1))
+
+
 def test_grouped_grid_forms_exactly_its_2x2_groups():
     positions = grouped_grid_positions((100, 100), 32)
     groups, offsets = make_groups(positions, 4)
@@ -111,7 +177,9 @@ def test_training_a_few_epochs_on_cpu_streams_epochs_and_saves_loadable_weights(
     assert snaps[-1].object.shape == tuple(tiny.object_shape)
     assert np.all(np.isfinite(snaps[-1].object))
     model, card = load_model(tmp_path / f"{method}.pt")
-    assert card["arch"] == {"n": 32, "k": 4, "filters": 4} and card["epochs"] == 2
+    gauge = {"pinn": "group", "basic_pinn": "patch", "supervised": "none"}[method]
+    assert card["arch"] == {"n": 32, "k": 4, "filters": 4, "gauge": gauge}
+    assert card["epochs"] == 2
     result = reconstruct(tiny, "pinn_infer", model_path=str(tmp_path / f"{method}.pt"),
                          tile_groups=2, device="cpu")
     assert result.done and result.iteration == result.total > 1

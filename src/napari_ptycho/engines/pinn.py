@@ -28,6 +28,11 @@ import numpy as np
 from napari_ptycho.engines.base import EngineError, Snapshot, Timer, select_device
 from napari_ptycho.engines.config import BaseConfig
 
+#: The constant phase each variant's loss cannot see (fixed in the network, PinnArch.gauge):
+#: one per group with the overlap constraint, one per patch without it; the supervised
+#: labels fix it.
+GAUGE_OF_VARIANT = {"pinn": "group", "basic_pinn": "patch", "supervised": "none"}
+
 #: The shipped model that serves the sample data (see ``weights/pinn_default.json``).
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "pinn_default.pt"
 
@@ -64,6 +69,10 @@ class PinnConfig(BaseConfig):
         Folder for weights + JSON card, rewritten after each good epoch; empty = no save.
     max_groups : int
         Train on at most this many groups (random subset; 0 = all).
+    cpu_threads : int
+        Torch threads while training on the CPU (restored afterwards; 0 = leave torch's
+        setting). One is the default: the steps are small, and on a shared 2-core machine
+        two threads made every step ~30x slower, waiting on each other (docs/pinn.md).
     """
 
     iterations: int = 20
@@ -79,6 +88,7 @@ class PinnConfig(BaseConfig):
     model_path: str = ""
     save_dir: str = ""
     max_groups: int = 0
+    cpu_threads: int = 1
 
     def validate(self) -> None:
         """Refuse impossible values before a run starts (raises ValueError)."""
@@ -88,7 +98,7 @@ class PinnConfig(BaseConfig):
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number (got "
                              f"{self.learning_rate})")
-        for name in ("probe_iterations", "max_groups"):
+        for name in ("probe_iterations", "max_groups", "cpu_threads"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if self.model_path and not Path(self.model_path).exists():
@@ -181,21 +191,26 @@ def loss_of(variant: str, model: Any, scan: Any, idx: Any, scale: Any) -> Any:
 
 def predict_object(model: Any, scan: Any, batch: int = 256, out: Any = None,
                    start: int = 0, stop: int | None = None) -> tuple[Any, Any]:
-    """Stitch the model's patches for groups ``start:stop`` into the object frame."""
+    """Stitch the model's patches for groups ``start:stop`` into the object frame.
+
+    Patches are weighted by the probe intensity when the scan has a probe
+    (:func:`~napari_ptycho.nn.pinn_model.probe_weight`), uniformly otherwise.
+    """
     import torch
 
-    from napari_ptycho.nn.pinn_model import stitch
+    from napari_ptycho.nn.pinn_model import probe_weight, stitch
 
     n = scan.counts.shape[-1]
     stop = len(scan.groups) if stop is None else stop
     obj = None
+    weight = probe_weight(scan.probe, n // 2)
     with torch.no_grad():
         for lo in range(start, stop, batch):
             groups = scan.groups[lo:min(lo + batch, stop)]
             patches = model.patches(scan.inputs[groups])
             obj, *sums = stitch(patches.reshape(-1, *patches.shape[-2:]),
                                 scan.positions[groups.reshape(-1)], scan.object_shape, n,
-                                out=out)
+                                out=out, weight=weight)
             out = tuple(sums)
     return obj, out
 
@@ -212,23 +227,39 @@ class _PinnTrainer:
 
     def run(self, data: Any, config: PinnConfig, init: Snapshot | None = None
             ) -> Iterator[Snapshot]:
-        """Train for ``config.iterations`` epochs, yielding the stitched object per epoch."""
-        import torch
+        """Train for ``config.iterations`` epochs, yielding the stitched object per epoch.
 
-        from napari_ptycho.engines._pinn_data import prepare_scan
-        from napari_ptycho.nn.pinn_model import PinnArch, PinnNet, load_model, save_model
+        On the CPU, torch runs with ``config.cpu_threads`` threads until the generator
+        finishes or is closed, then gets its previous setting back.
+        """
+        import torch
 
         if not isinstance(config, PinnConfig):
             raise ValueError(f"config must be a PinnConfig (got {type(config).__name__})")
         config.validate()
         device = select_device(config.device)
+        before = torch.get_num_threads()
+        try:
+            if device.type == "cpu" and int(config.cpu_threads) > 0:
+                torch.set_num_threads(int(config.cpu_threads))
+            yield from self._train(data, config, init, device)
+        finally:
+            torch.set_num_threads(before)
+
+    def _train(self, data: Any, config: PinnConfig, init: Snapshot | None, device: Any
+               ) -> Iterator[Snapshot]:
+        import torch
+
+        from napari_ptycho.engines._pinn_data import prepare_scan
+        from napari_ptycho.nn.pinn_model import PinnArch, PinnNet, load_model, save_model
+
         torch.manual_seed(int(config.seed))
         if config.model_path:
             model, card = load_model(config.model_path, device)
             arch = model.arch
         else:
             arch = PinnArch(int(config.pattern_size), int(config.group_size),
-                            int(config.filters))
+                            int(config.filters), GAUGE_OF_VARIANT[self.variant])
             arch.validate()
             model = PinnNet(arch).to(device)
         supervised = self.variant == "supervised"
@@ -348,8 +379,10 @@ class PinnInfer:
                              "one with `napari-ptycho train pinn`")
         model, card = load_model(path, device)
         timer = Timer()
-        scan = prepare_scan(data, model.arch.n, model.arch.k, config.resize, "auto",
-                            0, config.seed, device, need_probe=False)
+        # the scan's own probe (when it has one) weights the stitching; no rPIE run here
+        scan = prepare_scan(data, model.arch.n, model.arch.k, config.resize, "data",
+                            0, config.seed, device,
+                            need_probe=getattr(data, "probe", None) is not None)
         tile = int(config.tile_groups)
         total = math.ceil(len(scan.groups) / tile)
         sums = None

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+GAUGES = ("none", "group", "patch")
+
 
 @dataclass
 class PinnArch:
@@ -42,11 +44,18 @@ class PinnArch:
         Patterns per group (input channels).
     filters : int
         Channels of the first encoder stage (doubled at each of the three stages).
+    gauge : str
+        Which constant phase the network cannot choose: ``"group"`` (the mean phase logit
+        of a group's K patches is removed), ``"patch"`` (of each patch) or ``"none"``.
+        The diffraction loss is blind to a constant phase per group (per patch without the
+        overlap constraint); Adam turns that flat direction into a random walk that ends
+        in the bounded activation's saturation, where the phase wraps (docs/pinn.md).
     """
 
     n: int = 64
     k: int = 4
     filters: int = 16
+    gauge: str = "none"
 
     def validate(self) -> None:
         """Refuse sizes the network cannot represent (raises ValueError)."""
@@ -56,6 +65,8 @@ class PinnArch:
             raise ValueError(f"k (group size) must be >= 1 (got {self.k})")
         if int(self.filters) < 1:
             raise ValueError(f"filters must be >= 1 (got {self.filters})")
+        if self.gauge not in GAUGES:
+            raise ValueError(f"gauge must be one of {GAUGES} (got {self.gauge!r})")
 
     @property
     def patch(self) -> int:
@@ -91,7 +102,12 @@ class PinnNet(nn.Module):
         """Map (B, K, N, N) normalised amplitudes to amplitude and phase (B, K, N/2, N/2)."""
         out = self.head(self.decoder(self.encoder(amplitudes)))
         k = int(self.arch.k)
-        return torch.sigmoid(out[:, :k]), math.pi * torch.tanh(out[:, k:])
+        logits = out[:, k:]
+        if self.arch.gauge == "group":
+            logits = logits - logits.mean(dim=(1, 2, 3), keepdim=True)
+        elif self.arch.gauge == "patch":
+            logits = logits - logits.mean(dim=(2, 3), keepdim=True)
+        return torch.sigmoid(out[:, :k]), math.pi * torch.tanh(logits)
 
     def patches(self, amplitudes: torch.Tensor) -> torch.Tensor:
         """Complex patches (B, K, N/2, N/2)."""
@@ -163,9 +179,27 @@ def overlap_constraint(patches: torch.Tensor, offsets: torch.Tensor, frame: int,
     return translate(merged.expand(-1, k, -1, -1), -offsets)
 
 
+def probe_weight(probe: torch.Tensor | None, patch: int) -> torch.Tensor | None:
+    """Stitching weight of a patch: the probe intensity over the patch, peak 1.
+
+    A patch pixel is only as trustworthy as the light that reached it: where the probe is
+    dark the loss never saw the object, and the network's guess there is unconstrained.
+    Weighting by |P|² is the least-squares combination of the overlapping estimates (the
+    normalisation of ePIE's object update); None (no probe) keeps the uniform weights of
+    eq. 1.
+    """
+    if probe is None:
+        return None
+    n = probe.shape[-1]
+    lo = (n - patch) // 2
+    w = probe[..., lo:lo + patch, lo:lo + patch].abs().square().to(torch.float32)
+    return w / w.max().clamp(min=1e-30)
+
+
 def stitch(patches: torch.Tensor, positions: torch.Tensor, object_shape: tuple[int, int],
            frame: int, fill: complex = 1.0, out: tuple[torch.Tensor, torch.Tensor] | None
-           = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           = None, weight: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Average predicted patches into the whole object (the normalisation of eq. 1).
 
     Parameters
@@ -182,6 +216,9 @@ def stitch(patches: torch.Tensor, positions: torch.Tensor, object_shape: tuple[i
         Value where no patch reaches.
     out : (sum, weight), optional
         Running sums to add to (for streaming tiles).
+    weight : Tensor (n, n), optional
+        Per-pixel weight of every patch (see :func:`probe_weight`); uniform when None.
+        Pixels whose summed weight stays below 5 % of the peak get ``fill``.
 
     Returns
     -------
@@ -193,8 +230,12 @@ def stitch(patches: torch.Tensor, positions: torch.Tensor, object_shape: tuple[i
     base = torch.floor(pos)
     frac = (pos - base).to(torch.float32)
     # one pixel of zero margin so a sub-pixel move never cuts the patch edge
+    ones = torch.ones_like(patches.real)
+    if weight is not None:
+        ones = ones * weight.to(ones)
+        patches = patches * ones
     padded = F.pad(patches, (1, 1, 1, 1))[:, None]
-    support = F.pad(torch.ones_like(patches.real), (1, 1, 1, 1))[:, None]
+    support = F.pad(ones, (1, 1, 1, 1))[:, None]
     moved = translate(padded, frac[:, None]).reshape(m, -1)
     weight = translate(support, frac[:, None]).reshape(m, -1)
     side = n + 2

@@ -117,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="", help="start from these weights (fine-tune)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads on the CPU (default 1: fastest on a busy machine; "
+                             "0 = torch's default)")
     parser.add_argument("--preview-every", type=int, default=0,
                         help="stitch a preview every this many epochs (default: at the end)")
     sim = parser.add_argument_group("simulated scans (sim:...)")
@@ -149,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
                        pattern_size=args.pattern_size, group_size=args.group_size,
                        resize=args.resize, probe_source=args.probe_source,
                        max_groups=args.max_groups, train_scale=args.train_scale,
-                       model_path=args.init,
+                       model_path=args.init, cpu_threads=args.threads,
                        seed=args.seed, device=args.device, save_dir=str(out),
                        update_every=max(1, int(args.preview_every or args.epochs))):
         last = snap
