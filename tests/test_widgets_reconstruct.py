@@ -246,3 +246,50 @@ def test_status_text_changes_about_once_a_second_while_streaming(make_napari_vie
     assert 1 <= len(running) <= wall / 1.0 + 2, (len(running), wall)
     assert dock.runner.updates > len(running)
     assert texts[-1].startswith("Finished")
+
+
+def test_start_stops_blinking_text_cursors_and_locks_the_form_while_running(
+        make_napari_viewer, scan, qtbot):
+    """A blinking cursor repaints the whole window twice a second (under software OpenGL
+    as costly as a layer update), even in a field that lost its focus unnoticed."""
+    from qtpy.QtCore import QEvent, QObject, Qt
+    from qtpy.QtGui import QFocusEvent
+    from qtpy.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit
+
+    viewer = make_napari_viewer(show=True)
+    add_scan(viewer, scan)
+    dock = _dock(viewer, iterations=200, delay=0.03)
+    fields = dock.form.native.findChildren(QLineEdit)
+    assert fields
+
+    class CursorPaints(QObject):
+        count = 0
+
+        def eventFilter(self, obj, event):  # a cursor blink repaints a few-pixel strip
+            if (event.type() == QEvent.Type.Paint and obj in fields
+                    and event.region().boundingRect().width() < 20):
+                self.count += 1
+            return False
+
+    paints = CursorPaints()
+    QApplication.instance().installEventFilter(paints)
+    try:
+        # a field that believes it has the focus while Qt's focus tracking says none has
+        # it (what napari's first field shows under Xvfb without a window manager)
+        QApplication.sendEvent(fields[0], QFocusEvent(QEvent.Type.FocusIn,
+                                                      Qt.FocusReason.OtherFocusReason))
+        qtbot.wait(1300)
+        if paints.count == 0:
+            pytest.skip("this display does not blink text cursors")
+        dock.start()
+        assert not dock.form.native.isEnabled()
+        focus = QApplication.focusWidget()
+        assert not isinstance(focus, QLineEdit | QAbstractSpinBox), focus
+        paints.count = 0
+        qtbot.wait(1300)
+        assert paints.count == 0
+        dock.cancel()
+        assert dock.runner.wait(30)
+        assert dock.form.native.isEnabled()
+    finally:
+        QApplication.instance().removeEventFilter(paints)

@@ -70,6 +70,33 @@ def refill_scan_box(box: Any, viewer: Any, current: Any, dims: int = 2) -> list[
     return scans
 
 
+def release_text_focus(widget: QWidget) -> int:
+    """Stop every text cursor inside ``widget`` from blinking; returns how many fields.
+
+    A text field's cursor blinks twice a second, and with software OpenGL each blink
+    re-composites the whole window, canvas included (≈ as costly as a layer update), so a
+    run started from the keyboard or by code would pay that all along. Clearing the focus
+    is not enough: a field that got the focus while its window was inactive (no window
+    manager, another application in front) never hears of the change and blinks on, so
+    each field is also told explicitly that it lost the focus. The focus is cleared, not
+    moved, so no other field starts blinking.
+    """
+    from qtpy.QtCore import QEvent, Qt
+    from qtpy.QtGui import QFocusEvent
+    from qtpy.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QTextEdit
+
+    for focus in {QApplication.focusWidget(), widget.window().focusWidget()}:
+        if (isinstance(focus, QLineEdit | QAbstractSpinBox | QTextEdit)
+                and widget.isAncestorOf(focus)):
+            focus.clearFocus()
+    fields = widget.findChildren(QLineEdit)
+    for field in fields:
+        if not field.hasFocus():
+            QApplication.sendEvent(field, QFocusEvent(QEvent.Type.FocusOut,
+                                                      Qt.FocusReason.OtherFocusReason))
+    return len(fields)
+
+
 def initial_state(ctx: RunContext) -> Any:
     """What the layers show before the first snapshot: a flat object and the data's probe."""
     from napari_ptycho.engines import Snapshot
@@ -263,6 +290,7 @@ class ReconstructionWidget(QWidget):
         layer.visible = False  # detector pixels would swamp the object's nm frame
         self.viewer.reset_view()
         self.settings.set(method, self.form.values())
+        release_text_focus(self)
         self.runner.start(ctx)
         self._set_running(True)
         self.status.setText(f"Running {method} on {layer.name}…")
@@ -341,6 +369,9 @@ class ReconstructionWidget(QWidget):
         self.pause_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
         self.method_box.setEnabled(not running)
+        if self.form is not None:
+            # the run uses the Config captured at Start: edits now would change nothing
+            self.form.native.setEnabled(not running)
         if not running:
             self.pause_button.setText("Pause")
 
