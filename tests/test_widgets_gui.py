@@ -196,24 +196,26 @@ def test_gui_cpu_counts_main_thread_and_software_rasteriser_threads_only():
     libc = ctypes.CDLL(None)
 
     def named_burner(name: bytes, seconds: float, ready: threading.Event,
-                     go: threading.Event) -> None:
+                     go: threading.Event, burnt: threading.Event,
+                     release: threading.Event) -> None:
         libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME: as Mesa names them
         ready.set()
         go.wait()
         _burn(seconds)
-        ready.clear()
-        go.wait()  # stay alive while the caller reads /proc
+        burnt.set()
+        release.wait()  # stay alive while the caller reads /proc (a dead thread's CPU is gone)
 
     def measured(name: bytes, seconds: float) -> float:
-        ready, go = threading.Event(), threading.Event()
-        t = threading.Thread(target=named_burner, args=(name, seconds, ready, go))
+        events = [threading.Event() for _ in range(4)]
+        ready, go, burnt, release = events
+        t = threading.Thread(target=named_burner, args=(name, seconds, *events))
         t.start()
         ready.wait()
         before = gui_cpu_seconds()
         go.set()
-        while ready.is_set():  # wait for the burn to end without spending main-thread CPU
-            threading.Event().wait(0.01)
+        burnt.wait()  # blocks without spending main-thread CPU
         after = gui_cpu_seconds()
+        release.set()
         t.join()
         return after - before
 
