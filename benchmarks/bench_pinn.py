@@ -116,6 +116,11 @@ def fidelity(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for kind, data in tests.items():
             rec = reconstruct(data, "pinn_infer", model_path=model, device=args.device)
             rows[method][kind] = score(rec.object, data)
+            # the same patches stitched with probe-intensity weights (a separate row)
+            rec = reconstruct(data, "pinn_infer", model_path=model, device=args.device,
+                              stitch_weighting="probe")
+            rows.setdefault(f"{method}+probe-weighted", {"train_seconds": seconds})[kind] = \
+                score(rec.object, data)
         print(f"{method}: trained in {seconds:.0f} s; "
               + "; ".join(f"{k} amp {rows[method][k]['psnr_amplitude']:.1f} dB phase "
                           f"{rows[method][k]['psnr_phase']:.1f} dB" for k in KINDS),
@@ -125,6 +130,38 @@ def fidelity(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "test_patterns": {k: int(d.n_patterns) for k, d in tests.items()},
             "epochs": args.epochs, "filters": args.filters, "batch_size": args.batch_size,
             "photons": args.photons, "train_kind": args.train, "models": rows}
+
+
+def step_rate(args: argparse.Namespace, steps: int = 20) -> dict[str, float]:
+    """Training throughput (groups/s) of PtychoPINN steps at 1 and 2 torch threads."""
+    import torch
+
+    from napari_ptycho.engines._pinn_data import prepare_scan
+    from napari_ptycho.engines.pinn import loss_of
+    from napari_ptycho.nn.pinn_model import PinnArch, PinnNet
+    from napari_ptycho.training.pinn import simulate_scan
+
+    data = simulate_scan("sim:lines+lines", args.object_size, "grouped",
+                         photons=args.photons, seed=args.seed)
+    scan = prepare_scan(data, 64, 4)
+    model = PinnNet(PinnArch(64, 4, args.filters, "group"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scale = torch.tensor(scan.probe_power)
+    out = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times = []
+        for i in range(steps + 2):
+            idx = torch.arange(i * 16, i * 16 + 16) % len(scan.groups)
+            t0 = time.perf_counter()
+            loss = loss_of("pinn", model, scan, idx, scale)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - t0)
+        out[f"groups_per_s_{threads}_threads"] = 16 / float(np.median(times[2:]))
+    torch.set_num_threads(args.threads)
+    return out
 
 
 def speed(args: argparse.Namespace, model_path: str) -> dict[str, Any]:
@@ -166,8 +203,8 @@ def table(res: dict[str, Any]) -> str:
                   "| model | test object | MAE amp | MAE phase | PSNR amp | PSNR phase | "
                   "FRC50 amp | FRC50 phase | train s |", "|---|---|---|---|---|---|---|---|---|"]
         for method, row in f["models"].items():
-            if method == "flat":
-                row = {**row, "train_seconds": 0.0}
+            if method == "flat" or "+" in method:
+                row = {**row, "train_seconds": row.get("train_seconds", 0.0)}
             for kind in KINDS:
                 s = row[kind]
                 ood = "" if kind == f["train_kind"] else " (OOD)"
@@ -175,6 +212,11 @@ def table(res: dict[str, Any]) -> str:
                              f"{s['mae_phase']:.3f} | {s['psnr_amplitude']:.1f} | "
                              f"{s['psnr_phase']:.1f} | {s['frc50_amplitude']:.3f} | "
                              f"{s['frc50_phase']:.3f} | {row['train_seconds']:.0f} |")
+    if "training_step" in res:
+        t = res["training_step"]
+        lines += ["", f"Training steps (batch 16 groups of 4 x 64²): "
+                  f"{t['groups_per_s_1_threads']:.0f} groups/s on 1 thread, "
+                  f"{t['groups_per_s_2_threads']:.0f} groups/s on 2 threads."]
     if "speed" in res:
         s = res["speed"]
         lines += ["", f"Speed: {s['patterns']} patterns of 64²: inference + stitching "
@@ -208,6 +250,8 @@ def main() -> None:
                    help="keep the trained models in this folder")
     p.add_argument("--epie-iterations", type=int, default=100)
     p.add_argument("--skip", choices=("fidelity", "speed"), default=None)
+    p.add_argument("--no-step-rate", action="store_true",
+                   help="skip timing training steps at 1 and 2 threads")
     p.add_argument("--model", default=None, help="model for the speed test (default: the "
                    "PINN trained here, else the shipped one)")
     p.add_argument("--out", type=Path, default=None)
@@ -216,6 +260,9 @@ def main() -> None:
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
+        if not args.no_step_rate:
+            res["training_step"] = step_rate(args)
+            print(json.dumps(res["training_step"]), flush=True)
         if args.skip != "fidelity":
             res["fidelity"] = fidelity(args, Path(tmp))
             if "pinn" in res["fidelity"]["models"]:

@@ -183,6 +183,10 @@ def test_training_a_few_epochs_on_cpu_streams_epochs_and_saves_loadable_weights(
     result = reconstruct(tiny, "pinn_infer", model_path=str(tmp_path / f"{method}.pt"),
                          tile_groups=2, device="cpu")
     assert result.done and result.iteration == result.total > 1
+    weighted = reconstruct(tiny, "pinn_infer", model_path=str(tmp_path / f"{method}.pt"),
+                           stitch_weighting="probe", device="cpu")
+    assert weighted.object.shape == result.object.shape
+    assert np.all(np.isfinite(weighted.object))
 
 
 def test_mismatched_pattern_size_is_refused_unless_cropped_or_binned():
@@ -229,6 +233,8 @@ def test_bad_input_messages_name_the_problem(tiny):
         list(stream(tiny, "pinn_infer", model_path="/no/such/model.pt"))
     with pytest.raises(ValueError, match="learning_rate"):
         list(stream(tiny, "pinn", learning_rate=-1.0))
+    with pytest.raises(ValueError, match="stitch_weighting"):
+        list(stream(tiny, "pinn_infer", stitch_weighting="gaussian"))
 
 
 def test_missing_probe_is_estimated_by_a_short_rpie_run(tiny):

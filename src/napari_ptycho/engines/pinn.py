@@ -33,6 +33,8 @@ from napari_ptycho.engines.config import BaseConfig
 #: labels fix it.
 GAUGE_OF_VARIANT = {"pinn": "group", "basic_pinn": "patch", "supervised": "none"}
 
+STITCH_WEIGHTINGS = ("uniform", "probe")
+
 #: The shipped model that serves the sample data (see ``weights/pinn_default.json``).
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "pinn_default.pt"
 
@@ -117,18 +119,26 @@ class PinnInferConfig(BaseConfig):
         Patterns of another size than the model's N: "refuse", "crop" or "bin".
     tile_groups : int
         Groups predicted between two streamed snapshots.
+    stitch_weighting : str
+        "uniform" (eq. 1 of the paper: every patch pixel counts the same) or "probe"
+        (patch pixels weighted by the scan's probe intensity, so guesses where no light
+        reached count little; needs a probe in the scan, else uniform).
     """
 
     iterations: int = 1
     model_path: str = ""
     resize: Literal["refuse", "crop", "bin"] = "refuse"
     tile_groups: int = 256
+    stitch_weighting: Literal["uniform", "probe"] = "uniform"
 
     def validate(self) -> None:
         """Refuse impossible values before a run starts (raises ValueError)."""
         super().validate()
         if int(self.tile_groups) < 1:
             raise ValueError(f"tile_groups must be >= 1 (got {self.tile_groups})")
+        if self.stitch_weighting not in STITCH_WEIGHTINGS:
+            raise ValueError(f"stitch_weighting must be one of {STITCH_WEIGHTINGS} (got "
+                             f"{self.stitch_weighting!r})")
         if self.model_path and not Path(self.model_path).exists():
             raise ValueError(f"model_path {self.model_path!r} does not exist")
 
@@ -190,12 +200,16 @@ def loss_of(variant: str, model: Any, scan: Any, idx: Any, scale: Any) -> Any:
 
 
 def predict_object(model: Any, scan: Any, batch: int = 256, out: Any = None,
-                   start: int = 0, stop: int | None = None) -> tuple[Any, Any]:
+                   start: int = 0, stop: int | None = None, weighting: str = "uniform"
+                   ) -> tuple[Any, Any]:
     """Stitch the model's patches for groups ``start:stop`` into the object frame.
 
-    Patches are weighted by the probe intensity when the scan has a probe
-    (:func:`~napari_ptycho.nn.pinn_model.probe_weight`), uniformly otherwise.
+    ``weighting="uniform"`` is eq. 1's normalisation; ``"probe"`` weights every patch
+    pixel by the probe intensity (:func:`~napari_ptycho.nn.pinn_model.probe_weight`;
+    uniform when the scan has no probe).
     """
+    if weighting not in STITCH_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {STITCH_WEIGHTINGS} (got {weighting!r})")
     import torch
 
     from napari_ptycho.nn.pinn_model import probe_weight, stitch
@@ -203,7 +217,7 @@ def predict_object(model: Any, scan: Any, batch: int = 256, out: Any = None,
     n = scan.counts.shape[-1]
     stop = len(scan.groups) if stop is None else stop
     obj = None
-    weight = probe_weight(scan.probe, n // 2)
+    weight = probe_weight(scan.probe, n // 2) if weighting == "probe" else None
     with torch.no_grad():
         for lo in range(start, stop, batch):
             groups = scan.groups[lo:min(lo + batch, stop)]
@@ -379,16 +393,17 @@ class PinnInfer:
                              "one with `napari-ptycho train pinn`")
         model, card = load_model(path, device)
         timer = Timer()
-        # the scan's own probe (when it has one) weights the stitching; no rPIE run here
+        # only probe weighting needs the scan's own probe; never an rPIE run here
+        want = config.stitch_weighting == "probe" and getattr(data, "probe", None) is not None
         scan = prepare_scan(data, model.arch.n, model.arch.k, config.resize, "data",
-                            0, config.seed, device,
-                            need_probe=getattr(data, "probe", None) is not None)
+                            0, config.seed, device, need_probe=want)
         tile = int(config.tile_groups)
         total = math.ceil(len(scan.groups) / tile)
         sums = None
         for step in range(total):
             lo = step * tile
             obj, sums = predict_object(model, scan, out=sums, start=lo,
+                                       weighting=config.stitch_weighting,
                                        stop=min(lo + tile, len(scan.groups)))
             yield Snapshot(iteration=step + 1, total=total, object=obj.cpu().numpy(),
                            probe=data.probe if scan.resized == "none" else None,
