@@ -102,6 +102,41 @@ def test_pie_sequential_and_overlapping_minibatches_converge(scan, method, batch
     assert snap.errors[-1] < 0.5 * snap.errors[0]
 
 
+def test_parallel_batch_of_disjoint_windows_steps_the_object_like_sequential_pie(scan):
+    # windows 16 px apart never overlap: one parallel batch of them must move the object
+    # exactly as the compact-set (= sequential) update does
+    grid = np.array([[0, 0], [0, 16], [16, 0], [16, 16], [32, 8]], dtype=float)
+    sub = PtychoData(scan.intensities()[:len(grid)], grid, probe=scan.truth_probe,
+                     object_shape=scan.object_shape)
+    for method in ("rpie", "epie"):
+        runs = {b: _last(stream(sub, method=method, iterations=1, update_probe=False,
+                                batch_size=b, final_step_fraction=1.0))
+                for b in (0, len(grid))}
+        assert not np.allclose(runs[0].object, 1)
+        np.testing.assert_allclose(runs[0].object, runs[len(grid)].object, atol=1e-5)
+
+
+def test_parallel_rpie_leaves_the_data_probe_guess_without_a_warm_up(scan):
+    region = _lit(scan)
+    start = _nrmse(np.ones(scan.object_shape, np.complex64), scan.truth_object, region)
+    snap = _last(stream(scan, method="rpie", iterations=30, update_every=30, batch_size=16,
+                        probe_init="data", seed=2))
+    assert it.RPIEConfig().sequential_iterations == 0  # the default needs no warm-up
+    assert snap.errors[-1] < 0.05 * snap.errors[0]
+    assert _nrmse(snap.object, scan.truth_object, region) < 0.5 * start
+
+
+def test_late_step_decay_lowers_the_final_error_on_noisy_data():
+    noisy = _scan(photons=3e3)
+    rng = np.random.default_rng(0)
+    noisy = PtychoData(rng.poisson(noisy.intensities()).astype(np.float32), noisy.positions,
+                       object_shape=noisy.object_shape)
+    final = {f: _last(stream(noisy, method="rpie", iterations=30, update_every=30,
+                             batch_size=16, probe_init="data", final_step_fraction=f)
+                      ).errors[-1] for f in (1.0, 0.2)}
+    assert final[0.2] < final[1.0]
+
+
 def test_compact_sets_converge_without_sequential_warm_up(scan):
     snap = _last(stream(scan, method="rpie", iterations=30, update_every=30,
                         probe_init="data", sequential_iterations=0))
@@ -249,6 +284,11 @@ def test_native_detector_equals_propagator_up_to_a_fixed_shift(detector):
     field = prop.forward(wave)
     torch.testing.assert_close(native.backward(native.to_native(field)), prop.backward(field))
     torch.testing.assert_close(native.from_native(native.to_native(field)), field)
+    # preallocated outputs (the PIE hot loop's buffers) give the same numbers
+    out = torch.empty((3, 2, *detector), dtype=torch.complex64)
+    torch.testing.assert_close(native.forward(wave, out=out), native.forward(wave))
+    back = torch.empty_like(wave)
+    torch.testing.assert_close(native.backward(out, out=back), native.backward(out))
 
 
 def test_orthogonalisation_keeps_the_incoherent_intensity():
@@ -294,6 +334,7 @@ def test_compact_sets_hold_every_position_once_without_overlap(scan):
     (dict(batch_size=-1), "batch_size"),
     (dict(probe_init="truth"), "probe_init"),
     (dict(position_max_step=0.0), "position_max_step"),
+    (dict(final_step_fraction=0.0), "final_step_fraction"),
 ])
 def test_bad_configs_are_refused_before_starting(scan, overrides, word):
     with pytest.raises(ValueError, match=word):

@@ -65,10 +65,16 @@ class PIEConfig(PtychoConfig):
         guess, and batched ePIE then stalls far above the noise floor. rPIE with a small α
         leaves the guess on its own in parallel batches (default 0). A probe that comes
         with the data or a warm start skips the warm-up.
+    final_step_fraction : float
+        The object and probe steps of parallel batches decay linearly to this fraction of
+        their full size over the second half of the run (1 disables the decay): full steps
+        on noisy data keep the iterate hopping around the optimum, smaller late steps
+        average that out (the same device as LSQML's ``final_beta_fraction``).
     """
 
     batch_size: int = 32
     sequential_iterations: int = 0
+    final_step_fraction: float = 0.2
 
     def validate(self) -> None:
         """Refuse impossible values (raises ValueError)."""
@@ -76,6 +82,7 @@ class PIEConfig(PtychoConfig):
         if int(self.sequential_iterations) < 0:
             raise ValueError(f"sequential_iterations must be >= 0 "
                              f"(got {self.sequential_iterations})")
+        _check_unit("final_step_fraction", self.final_step_fraction)
 
 
 @dataclass
@@ -153,6 +160,7 @@ class _PIE(IterativeEngine):
             # amplitudes and gather indices are laid out once, not per batch
             self.sets = batch_order(problem, config.batch_size, None)
         self.centroid = problem.windows.positions.mean(dim=0)
+        self.first = problem.start_iteration
         # object-sized accumulators of the parallel step, reused by every batch
         self.num = torch.empty_like(problem.obj)
         self.den = torch.empty(problem.obj.shape, dtype=torch.float32, device=problem.device)
@@ -179,6 +187,9 @@ class _PIE(IterativeEngine):
         sequential = (problem.probe_estimated and config.update_probe
                       and done < config.sequential_iterations)
         parallel = config.batch_size > 1 and not sequential
+        progress = (done - self.first) / max(int(config.iterations) - 1, 1)
+        self.decay = (1.0 - (1.0 - config.final_step_fraction) * max(0.0, 2 * progress - 1)
+                      if parallel else 1.0)
         update = self._parallel_update if parallel else self._update
         for idx, flat, amps in self._batches(problem, sequential):
             err += update(problem, config, idx, flat, amps, update_probe, refine)
@@ -245,6 +256,7 @@ class _PIE(IterativeEngine):
         sequential steps, so large batches neither overshoot nor dilute the probe step.
         """
         a_o, s_o, a_p, s_p = self.weights(config)
+        s_o, s_p = s_o * self.decay, s_p * self.decay
         windows, det, probe = problem.windows, problem.detector, problem.probe
         b, modes = len(idx), probe.shape[0]
         buf = self._buffers(problem, b)
