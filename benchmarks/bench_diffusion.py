@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
              scan: str = "raster") -> dict[str, float]:
     """Simulate one scan of ``obj`` and reconstruct it with ``method``."""
     from napari_ptycho.engines import reconstruct
-    from napari_ptycho.metrics import evaluate
+    from napari_ptycho.metrics import evaluate, scanned_region
     from napari_ptycho.physics.simulate import simulate_ptycho
 
     data = simulate_ptycho(object_array=obj, probe_size=32, overlap=overlap, photons=1e5,
@@ -44,13 +45,31 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
         kw.update(iterations=args.awf_iterations)
     else:
         kw.update(iterations=args.steps, zeta=args.zeta, time_travel=args.travel,
-                  travel_every=args.travel_every, update_every=10 ** 6)
+                  travel_every=args.travel_every, update_every=10 ** 6,
+                  dc_steps=args.dc_steps, polish=args.polish)
     t0 = time.perf_counter()
     res = reconstruct(data, method, **kw)
     wall = time.perf_counter() - t0
     m = evaluate(res.object, data.truth_object, register=False)
+    # the windows' bounding box: the frame's border beyond it is never measured, and there
+    # every method can only guess (its start value, or the prior's sample)
+    box = scanned_region(data.positions, data.probe_shape, data.object_shape)
+    ms = evaluate(res.object, data.truth_object, register=False, region=box)
     return {"nrmse": m["nrmse"], "ssim_amplitude": m["ssim_amplitude"], "wall_s": wall,
-            "positions": data.n_patterns, "error": res.errors[-1]}
+            "nrmse_scanned": ms["nrmse"], "ssim_scanned": ms["ssim_amplitude"],
+            "positions": data.n_patterns, "error": res.errors[-1],
+            "truth_error": truth_error(data)}
+
+
+def truth_error(data: Any) -> float:
+    """Data error E of the true object: the noise floor a data-consistent result reaches."""
+    import torch
+
+    from napari_ptycho.engines.common import prepare
+    from napari_ptycho.engines.diffusion import Diffusion, DiffusionConfig
+
+    problem = prepare(data, DiffusionConfig(device="cpu", probe_init="given"))
+    return Diffusion.misfit(problem, torch.as_tensor(data.truth_object))[1]
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -95,32 +114,61 @@ def summary_row(row: dict) -> dict:
             "scan": row.get("scan", "raster"),
             "positions": int(np.mean([x["positions"] for x in c])),
             "nrmse": stat("nrmse"), "ssim_amplitude": stat("ssim_amplitude"),
-            "wall_s": stat("wall_s")}
+            "wall_s": stat("wall_s"),
+            "nrmse_scanned": stat("nrmse_scanned") if "nrmse_scanned" in c[0] else None,
+            "ssim_scanned": stat("ssim_scanned") if "ssim_scanned" in c[0] else None,
+            "error_ratio": float(np.mean([x["error"] / x["truth_error"] for x in c]))
+            if all("truth_error" in x for x in c) else float("nan")}
+
+
+def _pm(value: tuple[float, float] | None) -> str:
+    return "–" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+
+
+def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """Rows of all result files pooled by (overlap, method, scan), objects split over
+    processes (``--object-range``) joined again; plus the generalisation runs and the
+    raster rows they are compared with, pooled the same way."""
+    groups: dict[tuple, dict] = {}
+    gen: dict[float, dict] = {}
+    base: dict[float, dict] = {}
+    for res in results:
+        for r in res["rows"]:
+            key = (r["overlap"], r["method"], r.get("scan", "raster"))
+            groups.setdefault(key, {**r, "cases": []})["cases"].extend(r["cases"])
+        g = res.get("generalisation")
+        if g:
+            gen.setdefault(g["overlap"], {**g, "method": "diffusion", "cases": []}
+                           )["cases"].extend(g["cases"])
+            match = next(r for r in res["rows"] if r["method"] == "diffusion"
+                         and r["overlap"] == g["overlap"])
+            base.setdefault(g["overlap"], {"cases": []})["cases"].extend(match["cases"])
+    return list(groups.values()), list(gen.values()), [base[g["overlap"]] for g in
+                                                       gen.values()]
 
 
 def table(results: list[dict]) -> str:
-    """Markdown table of merged results."""
-    rows = [summary_row(r) for res in results for r in res["rows"]]
+    """Markdown table of merged results (generalisation runs as extra rows)."""
+    main_rows, gen_rows, base_rows = pooled(results)
+    rows = [summary_row(r) for r in main_rows + gen_rows]
     rows.sort(key=lambda r: (r["overlap"], r["scan"], METHODS.index(r["method"])
                              if r["method"] in METHODS else 9))
-    lines = ["| overlap | scan | positions | method | n | NRMSE | SSIM (amplitude) | wall s / "
-             "object |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| overlap | scan | positions | method | n | NRMSE | SSIM (amplitude) | "
+             "NRMSE, scanned box | SSIM, scanned box | E / E(truth) | wall s / object |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['overlap']:.0%} | {r['scan']} | {r['positions']} | {r['method']} | "
                      f"{r['n']} | "
                      f"{r['nrmse'][0]:.3f} ± {r['nrmse'][1]:.3f} | "
                      f"{r['ssim_amplitude'][0]:.3f} ± {r['ssim_amplitude'][1]:.3f} | "
-                     f"{r['wall_s'][0]:.1f} |")
-    for res in results:
-        gen = res.get("generalisation")
-        if not gen:
-            continue
-        base = next(r for r in res["rows"] if r["method"] == "diffusion"
-                    and r["overlap"] == gen["overlap"])
-        a = np.mean([x["nrmse"] for x in base["cases"]])
-        b = np.mean([x["nrmse"] for x in gen["cases"]])
-        lines.append(f"\nGeneralisation at {gen['overlap']:.0%}: raster NRMSE {a:.3f}, "
-                     f"{gen['scan']} (new positions) {b:.3f}, change {abs(a - b):.3f}")
+                     f"{_pm(r['nrmse_scanned'])} | {_pm(r['ssim_scanned'])} | "
+                     f"{r['error_ratio']:.2f} | {r['wall_s'][0]:.1f} |")
+    for g, b in zip(gen_rows, base_rows, strict=True):
+        a = np.mean([x["nrmse"] for x in b["cases"]])
+        c = np.mean([x["nrmse"] for x in g["cases"]])
+        lines.append(f"\nGeneralisation at {g['overlap']:.0%} ({len(g['cases'])} objects): "
+                     f"raster NRMSE {a:.3f}, {g['scan']} (new positions) {c:.3f}, "
+                     f"change {abs(a - c):.3f}")
     return "\n".join(lines)
 
 
@@ -137,7 +185,9 @@ def main() -> None:
     p.add_argument("--rpie-alpha", type=float, default=0.1)
     p.add_argument("--awf-iterations", type=int, default=300)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--zeta", type=float, default=0.2)
+    p.add_argument("--zeta", type=float, default=0.0, help="DPS gradient step")
+    p.add_argument("--dc-steps", type=int, default=3, help="data-consistency steps per step")
+    p.add_argument("--polish", type=int, default=100, help="final AWF iterations")
     p.add_argument("--travel", type=int, default=5)
     p.add_argument("--travel-every", type=int, default=10)
     p.add_argument("--scan", default="raster", help="scan kind of the main rows")

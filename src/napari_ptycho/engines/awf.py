@@ -79,7 +79,8 @@ class AWF(IterativeEngine):
         self.k = 0
         self.last_error = math.inf
 
-    def gradient(self, problem: Problem, obj: torch.Tensor) -> tuple[torch.Tensor, float]:
+    @staticmethod
+    def gradient(problem: Problem, obj: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Wirtinger gradient of the amplitude misfit at ``obj`` and the misfit Σ(|Ψ|−√I)²."""
         w = problem.windows
         probes = w.probes(problem.probe)

@@ -14,6 +14,16 @@ through the network: about 3x cheaper, the usual DPS approximation). Time travel
 ``time_travel`` steps back up the (strided) schedule, q(x_{i+j} | x_i), and denoised again
 with guidance, which lets early guidance errors be corrected.
 
+**Data consistency** (default, ``dc_steps`` > 0): the raw DPS gradient of a focused probe
+is proportional to the local illumination, so with one global ζ it moves the pixels under
+the probe centres and leaves the rest prior-only (x̂_0 of a 62 %-overlap scan ended 40x
+above the truth's data misfit, with dots at the probe centres). Each step therefore also
+moves x̂_0 towards the data with ``dc_steps`` illumination-normalised gradient steps in
+object space (the parallel rPIE step ``O ← O − ∇/(Σ|P|² + α max Σ|P|²)``, as in the
+decomposed/projection variants of DPS: DDS, DiffPIR) before the ancestral step uses it;
+after the last step ``polish`` accelerated-Wirtinger-flow iterations refine the final x̂_0
+against the data (the final data-consistency step many DPS variants add).
+
 Objects larger than the prior's patch are denoised as tiles: every step the image is
 reflect-padded by a random offset, cut into patch-sized tiles that go through the network
 as one batch, and reassembled. The random offset moves the tile seams every step, so no
@@ -45,8 +55,20 @@ class DiffusionConfig(PtychoConfig):
         Strided denoising steps of the 1000-step schedule (time-travel steps come on top;
         the snapshots count both).
     zeta : float
-        Guidance step ζ on the relative L1 amplitude misfit ``Σ|r| / Σ√I`` multiplied by
-        the number of object pixels (so that ζ does not depend on counts or size).
+        DPS guidance step ζ on the relative L1 amplitude misfit ``Σ|r| / Σ√I`` multiplied
+        by the number of object pixels (so that ζ does not depend on counts or size);
+        0 = no DPS gradient (the data-consistency steps below still act).
+    dc_steps : int
+        Illumination-normalised data-consistency steps applied to x̂_0 at every denoising
+        step (0 = plain DPS as in Chung et al.).
+    dc_step : float
+        Step of those updates (1 = the full parallel rPIE step).
+    dc_alpha : float
+        rPIE regularisation α of their normalisation ``Σ|P|² + α max Σ|P|²`` (keeps weakly
+        lit pixels from amplifying noise).
+    polish : int
+        Accelerated Wirtinger flow iterations on the final x̂_0 (0 = the prior's sample as
+        it is; the output then stays inside the configured ranges).
     time_travel : int
         Steps j re-noised and denoised again at each time travel (0 = off).
     travel_every : int
@@ -65,7 +87,11 @@ class DiffusionConfig(PtychoConfig):
 
     iterations: int = 50
     update_probe: bool = False
-    zeta: float = 0.2
+    zeta: float = 0.0
+    dc_steps: int = 3
+    dc_step: float = 1.0
+    dc_alpha: float = 0.1
+    polish: int = 100
     time_travel: int = 10
     travel_every: int = 10
     jacobian: bool = False
@@ -83,6 +109,13 @@ class DiffusionConfig(PtychoConfig):
             raise ValueError(f"iterations must be in 1..1000 (got {self.iterations})")
         if not (math.isfinite(self.zeta) and self.zeta >= 0):
             raise ValueError(f"zeta must be a finite number >= 0 (got {self.zeta})")
+        if int(self.dc_steps) < 0 or int(self.polish) < 0:
+            raise ValueError("dc_steps and polish must be >= 0 (got "
+                             f"{self.dc_steps}, {self.polish})")
+        if not (math.isfinite(self.dc_step) and 0 < self.dc_step <= 2):
+            raise ValueError(f"dc_step must be in (0, 2] (got {self.dc_step})")
+        if not (math.isfinite(self.dc_alpha) and self.dc_alpha > 0):
+            raise ValueError(f"dc_alpha must be a positive number (got {self.dc_alpha})")
         if int(self.time_travel) < 0 or int(self.travel_every) < 1:
             raise ValueError("time_travel must be >= 0 and travel_every >= 1 (got "
                              f"{self.time_travel}, {self.travel_every})")
@@ -194,6 +227,7 @@ class Diffusion:
         h, w = problem.obj.shape
         timer = Timer()
         x = torch.randn((1, 2, h, w), generator=gen).to(problem.device)
+        dc_norm = self.illumination_norm(problem, float(config.dc_alpha))
         errors: list[float] = []
         done = 0
         for op, i in ops:
@@ -202,7 +236,7 @@ class Diffusion:
                 continue
             offsets = self._offsets(patch, int(config.tile_shifts), gen)
             x, x0, err = self.guided_step(model, problem, schedule, x, i, patch, offsets,
-                                          config)
+                                          config, dc_norm)
             done += 1
             errors.append(err)
             problem.obj = self.to_object(x0, config)
@@ -210,6 +244,10 @@ class Diffusion:
             if done % config.update_every == 0 and done < total:
                 yield self._snapshot(problem, done, total, errors, timer(), schedule, i)
         problem.obj = self.to_object(x.clamp(-1, 1), config)
+        if int(config.polish) > 0:
+            # the last error entry is that of the object returned
+            errors[-1] = self.polish(problem, int(config.polish))
+            check_finite(problem, errors[-1], done)
         yield self._snapshot(problem, total, total, errors, timer(), schedule, 0, done=True)
 
     @staticmethod
@@ -241,24 +279,84 @@ class Diffusion:
         l1 = resid.abs().sum() / problem.amplitudes.sum() * obj.numel()
         return l1, float(resid.detach().square().sum()) / problem.total_intensity
 
+    @staticmethod
+    def from_object(obj: torch.Tensor, x: torch.Tensor, config: DiffusionConfig
+                    ) -> torch.Tensor:
+        """Inverse of :meth:`to_object` near the 2-channel image ``x`` (1, 2, H, W): the
+        phase is unwrapped against ``x``'s, so ranges wider than 2π survive; clipped to
+        [-1, 1]."""
+        old = Diffusion.to_object(x, config)
+        pha = (config.phase_min + (config.phase_max - config.phase_min) * (x[0, 1] + 1) / 2
+               + torch.angle(obj * old.conj()))
+        amp = 2 * (obj.abs() - config.amplitude_min) / (
+            config.amplitude_max - config.amplitude_min) - 1
+        pha = 2 * (pha - config.phase_min) / (config.phase_max - config.phase_min) - 1
+        return torch.stack([amp, pha]).unsqueeze(0).clamp(-1, 1)
+
+    @staticmethod
+    def illumination_norm(problem: Problem, alpha: float) -> torch.Tensor:
+        """rPIE normalisation ``Σ_j |P(r − r_j)|² + α max Σ_j |P|²`` over the object."""
+        w = problem.windows
+        power = w.probes(problem.probe).abs().square().sum(dim=1)
+        illum = torch.zeros(w.object_shape, dtype=torch.float32, device=problem.device)
+        w.scatter_add(illum, power.expand(problem.n_patterns, -1, -1).contiguous())
+        return illum + alpha * illum.max()
+
+    def data_consistency(self, problem: Problem, x0: torch.Tensor, config: DiffusionConfig,
+                         norm: torch.Tensor) -> torch.Tensor:
+        """``dc_steps`` parallel rPIE-normalised gradient steps of x̂_0 towards the data.
+
+        A raw gradient scales with the local illumination; dividing by it makes one step
+        size fit every pixel (and every count level), which the plain DPS step cannot.
+        """
+        from napari_ptycho.engines.awf import AWF
+
+        obj = self.to_object(x0, config)
+        for _ in range(int(config.dc_steps)):
+            grad, _ = AWF.gradient(problem, obj)
+            obj = obj - float(config.dc_step) * grad / norm
+        return self.from_object(obj, x0, config)
+
+    @staticmethod
+    def polish(problem: Problem, iterations: int) -> float:
+        """Accelerated Wirtinger flow from ``problem.obj`` (in place); returns its error E."""
+        from napari_ptycho.engines.awf import AWF, AWFConfig
+
+        awf, cfg = AWF(), AWFConfig(iterations=iterations)
+        awf.setup(problem, cfg)
+        for done in range(iterations):
+            awf.iterate(problem, cfg, done)
+        return Diffusion.misfit(problem, problem.obj)[1]
+
     def guided_step(self, model: Any, problem: Problem, schedule: Any, x: torch.Tensor,
                     i: int, patch: int, offsets: list[tuple[int, int]],
-                    config: DiffusionConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """One DPS step x_i → x_{i-1}; returns (x_{i-1}, x̂_0, error E of x̂_0)."""
+                    config: DiffusionConfig, dc_norm: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One guided step x_i → x_{i-1}; returns (x_{i-1}, x̂_0 after the data-consistency
+        steps, error E of that x̂_0)."""
         t = int(schedule.model_t[i])
-        x = x.detach().requires_grad_(bool(config.jacobian))
-        with torch.set_grad_enabled(bool(config.jacobian)):
+        dps = float(config.zeta) > 0
+        exact = dps and bool(config.jacobian)
+        x = x.detach().requires_grad_(exact)
+        with torch.set_grad_enabled(exact):
             eps = denoise_tiled(model, x, t, patch, offsets)
             x0 = schedule.predict_x0(x, i, eps).clamp(-1, 1)
-        leaf = x if config.jacobian else x0.detach().requires_grad_(True)
-        with torch.enable_grad():
-            l1, err = self.misfit(problem, self.to_object(x0 if config.jacobian else leaf,
-                                                          config))
-            grad, = torch.autograd.grad(l1, leaf)
+        grad = None
+        if dps:
+            leaf = x if exact else x0.detach().requires_grad_(True)
+            with torch.enable_grad():
+                l1, _ = self.misfit(problem, self.to_object(x0 if exact else leaf, config))
+                grad, = torch.autograd.grad(l1, leaf)
         x0 = x0.detach()
         with torch.no_grad():
+            if int(config.dc_steps) > 0:
+                if dc_norm is None:
+                    dc_norm = self.illumination_norm(problem, float(config.dc_alpha))
+                x0 = self.data_consistency(problem, x0, config, dc_norm)
+            err = self.misfit(problem, self.to_object(x0, config))[1]
             x_prev = schedule.p_step(x.detach(), i, x0, problem.generator)
-            x_prev = x_prev - float(config.zeta) * grad
+            if grad is not None:
+                x_prev = x_prev - float(config.zeta) * grad
         return x_prev, x0, err
 
     def _snapshot(self, problem: Problem, it: int, total: int, errors: list[float],
