@@ -9,6 +9,7 @@ layers); ``metadata["pixel_size"]`` keeps metres for writers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -19,9 +20,10 @@ SOURCE_KEY = "ptycho_source"
 RUN_KEY = "ptycho_run"
 RESULT_KEY = "ptycho_result"
 _GAP = 8  # pixels between the side-by-side images
-#: seconds between thumbnail refreshes while a run streams (each costs the layer list a
-#: Qt repaint; the final snapshot always refreshes them)
-THUMBNAIL_INTERVAL = 1.0
+#: seconds between thumbnail refreshes while a run streams: each costs the layer list a
+#: repaint, and under software OpenGL two extra window composites (≈ 30 ms of CPU, as
+#: much as a whole layer update); the final snapshot always refreshes them
+THUMBNAIL_INTERVAL = 2.0
 
 
 def source_key(layer: Any) -> str:
@@ -246,33 +248,40 @@ class PtychoLayers:
         # side by side: amplitude | phase | probe amplitude over probe phase; the HSV
         # composite (hidden) and the positions lie over the amplitude
         step = obj.shape[1] + _GAP
-        if do_object:
-            amp = np.abs(obj).astype(np.float32)
-            out["amplitude"] = upsert_layer(v, "image", k, "amplitude", f"{n} amplitude",
-                                            amp, md, thumbnail=thumb, colormap="gray",
-                                            **self._kw())
-            out["phase"] = upsert_layer(v, "image", k, "phase", f"{n} phase",
-                                        np.angle(obj).astype(np.float32), md,
-                                        thumbnail=thumb, colormap="twilight",
-                                        contrast_limits=(-np.pi, np.pi),
-                                        **self._kw((0.0, step)))
-            out["hsv"] = self._update_hsv(obj, md)
-            fit_contrast(out["amplitude"], amp)
-        if do_probe:
-            tiled = tile_modes(snap.probe)
-            right = 2 * step
-            below = tiled.shape[0] + _GAP
-            probe_amp = np.abs(tiled).astype(np.float32)
-            out["probe_amplitude"] = upsert_layer(
-                v, "image", k, "probe_amplitude", f"{n} probe amplitude",
-                probe_amp, md, thumbnail=thumb, colormap="magma",
-                **self._kw((0.0, right)))
-            fit_contrast(out["probe_amplitude"], probe_amp)
-            out["probe_phase"] = upsert_layer(
-                v, "image", k, "probe_phase", f"{n} probe phase",
-                np.angle(tiled).astype(np.float32), md, thumbnail=thumb,
-                colormap="twilight", contrast_limits=(-np.pi, np.pi),
-                **self._kw((below, right)))
+        # Between thumbnail refreshes the layer list has nothing new to show, yet every
+        # layer event reaches its Qt model and repaints its rows, which under software
+        # OpenGL costs a second window composite per update. Its group emitter (only the
+        # layer-list model listens there; the canvas listens to each layer) is muted.
+        quiet = (v.layers.events.blocker() if not thumb and not full
+                 else contextlib.nullcontext())
+        with quiet:
+            if do_object:
+                amp = np.abs(obj).astype(np.float32)
+                out["amplitude"] = upsert_layer(v, "image", k, "amplitude", f"{n} amplitude",
+                                                amp, md, thumbnail=thumb, colormap="gray",
+                                                **self._kw())
+                out["phase"] = upsert_layer(v, "image", k, "phase", f"{n} phase",
+                                            np.angle(obj).astype(np.float32), md,
+                                            thumbnail=thumb, colormap="twilight",
+                                            contrast_limits=(-np.pi, np.pi),
+                                            **self._kw((0.0, step)))
+                out["hsv"] = self._update_hsv(obj, md)
+                fit_contrast(out["amplitude"], amp)
+            if do_probe:
+                tiled = tile_modes(snap.probe)
+                right = 2 * step
+                below = tiled.shape[0] + _GAP
+                probe_amp = np.abs(tiled).astype(np.float32)
+                out["probe_amplitude"] = upsert_layer(
+                    v, "image", k, "probe_amplitude", f"{n} probe amplitude",
+                    probe_amp, md, thumbnail=thumb, colormap="magma",
+                    **self._kw((0.0, right)))
+                fit_contrast(out["probe_amplitude"], probe_amp)
+                out["probe_phase"] = upsert_layer(
+                    v, "image", k, "probe_phase", f"{n} probe phase",
+                    np.angle(tiled).astype(np.float32), md, thumbnail=thumb,
+                    colormap="twilight", contrast_limits=(-np.pi, np.pi),
+                    **self._kw((below, right)))
         for role in ("amplitude", "phase", "hsv", "probe_amplitude", "probe_phase"):
             if role not in out:  # deferred to the next update: keep the tags current
                 layer = found.get(role) or find_output_layer(v, k, role)

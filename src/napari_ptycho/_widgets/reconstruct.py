@@ -340,7 +340,7 @@ class ReconstructionWidget(QWidget):
         self._show(ctx, snap, result)
         # Under software OpenGL any widget repaint re-composites the whole window (≈ as
         # costly as redrawing the canvas), so the status text changes only with the
-        # thumbnails, about once a second, in the same repaint.
+        # thumbnails (every THUMBNAIL_INTERVAL seconds), in the same repaint.
         if self._layers.thumbnails_refreshed:
             err = f", error {snap.errors[-1]:.4g}" if snap.errors else ""
             self.status.setText(f"{ctx.method} on {ctx.source_name}: {snap.unit} "
