@@ -71,7 +71,11 @@ def idle_cpu(meter, seconds: float, progress: str = "none") -> dict[str, float]:
     from napari.utils import progress as napari_progress
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from napari_ptycho._widgets._runner import activity_spinners
+    try:
+        from napari_ptycho._widgets._runner import activity_spinners
+    except ImportError:  # an older napari-ptycho (before/after comparisons)
+        def activity_spinners() -> list:
+            return []
 
     bar = napari_progress(total=100, desc="idle") if progress != "none" else None
     movies = activity_spinners() if progress == "paused" else []
@@ -219,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     params = {"iterations": args.iterations, "device": "cpu", "seed": 0,
               "batch_size": batch}
     config = make_config("epie", update_every=1, **params)
-    # warm-up: the first run imports the engine and builds FFT plans and compact sets
-    headless(data, make_config("epie", update_every=1, **{**params, "iterations": 1}))
+    # warm-up, a whole run: the first one imports the engine, builds FFT plans and compact
+    # sets and starts torch's thread pool (on a loaded machine a first full run took 5×
+    # the CPU of the later ones, which skewed the first GUI run's ratio)
+    headless(data, config)
     meter = CpuMeter()
     load = [round(os.getloadavg()[0], 2)]
     viewer = napari.Viewer(show=True)
