@@ -103,7 +103,7 @@ def gauge(args: argparse.Namespace) -> dict[str, Any]:
     out = {}
     for name in ("none", "group"):
         torch.manual_seed(args.seed)
-        model = PinnNet(PinnArch(64, 4, args.filters, name))
+        model = PinnNet(PinnArch(64, 4, args.filters, name, args.phase_limit))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(args.seed)
         scale = torch.tensor(scan.probe_power)
@@ -125,7 +125,8 @@ def gauge(args: argparse.Namespace) -> dict[str, Any]:
                              (patches.angle().abs() > 0.95 * np.pi).float().mean()),
                          **_scores(data, scan, patches)}
     out["nll_truth"] = float(_nll(scan, true))
-    return {"steps": args.net_steps, "filters": args.filters, **out}
+    return {"steps": args.net_steps, "filters": args.filters,
+            "phase_limit": args.phase_limit, **out}
 
 
 def main() -> None:
@@ -140,6 +141,8 @@ def main() -> None:
     p.add_argument("--direct-lr", type=float, default=0.05)
     p.add_argument("--net-steps", type=int, default=300, help="network steps (batch 16)")
     p.add_argument("--filters", type=int, default=16)
+    p.add_argument("--phase-limit", type=float, default=float(np.pi),
+                   help="phase = limit * tanh(logit) of both networks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()

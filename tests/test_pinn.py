@@ -122,6 +122,8 @@ def test_phase_gauge_removes_the_constant_phase_the_loss_cannot_see(gauge, axes)
     assert float((p1 - p0).abs().mean()) > 1.0
     with pytest.raises(ValueError, match="gauge"):
         PinnNet(PinnArch(32, 4, 2, "global"))
+    with pytest.raises(ValueError, match="phase_limit"):
+        PinnNet(PinnArch(32, 4, 2, "group", 4.0))
 
 
 def test_training_runs_single_threaded_on_cpu_and_restores_the_thread_count(tiny):
@@ -178,7 +180,9 @@ def test_training_a_few_epochs_on_cpu_streams_epochs_and_saves_loadable_weights(
     assert np.all(np.isfinite(snaps[-1].object))
     model, card = load_model(tmp_path / f"{method}.pt")
     gauge = {"pinn": "group", "basic_pinn": "patch", "supervised": "none"}[method]
-    assert card["arch"] == {"n": 32, "k": 4, "filters": 4, "gauge": gauge}
+    assert {k: card["arch"][k] for k in ("n", "k", "filters", "gauge")} == {
+        "n": 32, "k": 4, "filters": 4, "gauge": gauge}
+    assert 0 < card["arch"]["phase_limit"] <= np.pi
     assert card["epochs"] == 2
     result = reconstruct(tiny, "pinn_infer", model_path=str(tmp_path / f"{method}.pt"),
                          tile_groups=2, device="cpu")

@@ -71,6 +71,10 @@ class PinnConfig(BaseConfig):
         Folder for weights + JSON card, rewritten after each good epoch; empty = no save.
     max_groups : int
         Train on at most this many groups (random subset; 0 = all).
+    phase_limit : float
+        Phase activation bound of a new model: phase = phase_limit · tanh(·), in (0, π].
+        π/2 by default: at π a network can park pixels at ±π (the same complex number)
+        and stall at a flat object (docs/pinn.md).
     cpu_threads : int
         Torch threads while training on the CPU (restored afterwards; 0 = leave torch's
         setting). One is the default: the steps are small, and on a shared 2-core machine
@@ -90,6 +94,7 @@ class PinnConfig(BaseConfig):
     model_path: str = ""
     save_dir: str = ""
     max_groups: int = 0
+    phase_limit: float = math.pi / 2
     cpu_threads: int = 1
 
     def validate(self) -> None:
@@ -273,7 +278,8 @@ class _PinnTrainer:
             arch = model.arch
         else:
             arch = PinnArch(int(config.pattern_size), int(config.group_size),
-                            int(config.filters), GAUGE_OF_VARIANT[self.variant])
+                            int(config.filters), GAUGE_OF_VARIANT[self.variant],
+                            float(config.phase_limit))
             arch.validate()
             model = PinnNet(arch).to(device)
         supervised = self.variant == "supervised"

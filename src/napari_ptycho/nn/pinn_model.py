@@ -50,12 +50,18 @@ class PinnArch:
         The diffraction loss is blind to a constant phase per group (per patch without the
         overlap constraint); Adam turns that flat direction into a random walk that ends
         in the bounded activation's saturation, where the phase wraps (docs/pinn.md).
+    phase_limit : float
+        Phase = ``phase_limit · tanh(logit)``. With π the two ends of the range are the
+        same complex number, so a network can saturate half its pixels at +π and half at
+        −π and look like a flat object of phase π (seen in training, docs/pinn.md); a
+        limit below π keeps the ends apart.
     """
 
     n: int = 64
     k: int = 4
     filters: int = 16
     gauge: str = "none"
+    phase_limit: float = math.pi
 
     def validate(self) -> None:
         """Refuse sizes the network cannot represent (raises ValueError)."""
@@ -65,6 +71,8 @@ class PinnArch:
             raise ValueError(f"k (group size) must be >= 1 (got {self.k})")
         if int(self.filters) < 1:
             raise ValueError(f"filters must be >= 1 (got {self.filters})")
+        if not (math.isfinite(self.phase_limit) and 0 < self.phase_limit <= math.pi):
+            raise ValueError(f"phase_limit must be in (0, pi] (got {self.phase_limit})")
         if self.gauge not in GAUGES:
             raise ValueError(f"gauge must be one of {GAUGES} (got {self.gauge!r})")
 
@@ -107,7 +115,7 @@ class PinnNet(nn.Module):
             logits = logits - logits.mean(dim=(1, 2, 3), keepdim=True)
         elif self.arch.gauge == "patch":
             logits = logits - logits.mean(dim=(2, 3), keepdim=True)
-        return torch.sigmoid(out[:, :k]), math.pi * torch.tanh(logits)
+        return torch.sigmoid(out[:, :k]), float(self.arch.phase_limit) * torch.tanh(logits)
 
     def patches(self, amplitudes: torch.Tensor) -> torch.Tensor:
         """Complex patches (B, K, N/2, N/2)."""
