@@ -106,10 +106,10 @@ def test_raster_gauge_does_nothing_on_an_irregular_scan():
 
 
 def _raster_scan() -> PtychoData:
-    """A perfect sub-pixel raster (10 x 10, step 3.3 px) under a strongly defocused probe
+    """A perfect sub-pixel raster (8 x 8, step 4.3 px) under a strongly defocused probe
     with Poisson noise: the flat-phase probe guess from the data focuses to a spot narrower
     than the step, the situation in which DM and RAAR fell into the raster-grid pathology."""
-    grid = 1.0 + 3.3 * np.arange(10)
+    grid = 1.0 + 4.3 * np.arange(8)
     pos = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
     size = int(np.ceil(pos.max())) + PROBE + 2
     obj = make_object("grf", size, 0, (0.7, 1.0), (0.0, 1.0))
@@ -141,9 +141,16 @@ def _nrmse(obj: np.ndarray, data: PtychoData) -> float:
     return float(np.linalg.norm(np.vdot(x, t) / np.vdot(x, x) * x - t) / np.linalg.norm(t))
 
 
-def _run(data: PtychoData, method: str, **kw) -> Snapshot:
-    return list(stream(data, method=method, iterations=100, update_every=100,
-                       probe_init="data", seed=0, **kw))[-1]
+_RUNS: dict = {}
+
+
+def _run(data: PtychoData, method: str, gauge: bool = True) -> Snapshot:
+    """150 iterations from the generic probe guess (cached: several tests score one run)."""
+    key = (id(data), method, gauge)
+    if key not in _RUNS:
+        _RUNS[key] = list(stream(data, method=method, iterations=150, update_every=150,
+                                 probe_init="data", seed=0, raster_gauge=gauge))[-1]
+    return _RUNS[key]
 
 
 @pytest.mark.parametrize("method", ["dm", "raar"])
@@ -151,19 +158,26 @@ def test_generic_probe_on_a_raster_fits_the_data_and_recovers_the_object(raster,
     snap = _run(raster, method)
     assert snap.errors[-1] < 0.1 * snap.errors[0]
     start = _nrmse(np.ones(raster.object_shape, np.complex64), raster)
-    assert _nrmse(snap.object, raster) < 0.6 * start
+    assert _nrmse(snap.object, raster) < 0.7 * start
     # the final alternating projections descend: no step of the last 30 % raises the error
-    tail = np.array(snap.errors[70:])
+    tail = np.array(snap.errors[105:])
     assert np.all(np.diff(tail) <= 1e-6 * tail[:-1])
 
 
 def test_raster_gauge_keeps_dm_out_of_the_raster_grid_pathology(raster):
     with_gauge = _nrmse(_run(raster, "dm").object, raster)
-    without = _nrmse(_run(raster, "dm", raster_gauge=False).object, raster)
-    assert with_gauge < 0.8 * without
+    without = _nrmse(_run(raster, "dm", gauge=False).object, raster)
+    assert with_gauge < 0.5 * without
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, float("nan")])
 def test_final_ap_fraction_outside_zero_one_is_refused(raster, value):
     with pytest.raises(ValueError, match="final_ap_fraction"):
         next(stream(raster, method="dm", final_ap_fraction=value))
+
+
+def test_band_limit_drops_scan_harmonics_that_would_alias_under_subpixel_shifts():
+    pos = _grid(4.0, 8, origin=1.0)
+    wide_band = RasterGauge(pos, (PROBE, PROBE), (48, 48), bandwidth=(0.3, 0.3))
+    assert not wide_band.active  # 1/4 cycle per pixel would alias under sub-pixel shifts
+    assert RasterGauge(pos, (PROBE, PROBE), (48, 48)).active

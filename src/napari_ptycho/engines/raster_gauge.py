@@ -26,6 +26,10 @@ import torch
 #: Largest deviation (pixels) of a position from the fitted lattice for it to count as one:
 #: much beyond this the scan itself breaks the ambiguity.
 LATTICE_TOLERANCE = 0.05
+#: Largest |log f| real part applied at once: early estimates from a barely lit object can be
+#: huge (a probe guess far narrower than the step lights spots only), and exp() overflows.
+#: Clipping log f point by point keeps f lattice-periodic, so exit waves stay unchanged.
+LOG_AMPLITUDE_LIMIT = math.log(2.0)
 
 
 def raster_steps(positions: np.ndarray, tolerance: float = LATTICE_TOLERANCE
@@ -70,12 +74,34 @@ def _axis_step(values: np.ndarray, tolerance: float) -> float | None:
     return step
 
 
-def _harmonics(step: float | None) -> torch.Tensor:
-    """Frequencies (cycles / pixel) m / step below Nyquist, m = −K..K (0 when no step)."""
+def _harmonics(step: float | None, max_frequency: float) -> torch.Tensor:
+    """Frequencies (cycles / pixel) m / step up to ``max_frequency``, m = −K..K (0 alone
+    when there is no step)."""
     if step is None:
         return torch.zeros(1, dtype=torch.float64)
-    k = int(math.floor(0.5 * step - 1e-9))
+    k = int(math.floor(max_frequency * step - 1e-9))
     return torch.arange(-k, k + 1, dtype=torch.float64) / step
+
+
+def probe_bandwidth(probe: torch.Tensor, fraction: float = 0.99) -> tuple[float, float]:
+    """Per-axis spectral half-width (cycles / pixel) of probe modes (M, h, w): the smallest
+    |frequency| that holds ``fraction`` of the power along each axis.
+
+    The gauge multiplies the probe by harmonics of the scan period; with sub-pixel
+    positions the product must stay below Nyquist, or its Fourier shift no longer equals
+    the shifted factors and the "invisible" gauge change alters the exit waves.
+    """
+    power = torch.fft.fft2(probe.detach().to(torch.complex64)).abs().square().sum(0)
+    out = []
+    for axis in (0, 1):
+        profile = power.sum(dim=1 - axis).double().cpu()
+        n = len(profile)
+        freq = torch.fft.fftfreq(n, dtype=torch.float64).abs()
+        order = torch.argsort(freq, stable=True)
+        cumulative = torch.cumsum(profile[order], 0) / profile.sum().clamp(min=1e-30)
+        idx = int(torch.searchsorted(cumulative, torch.tensor([fraction], dtype=torch.float64)))
+        out.append(float(freq[order][min(idx, n - 1)]))
+    return out[0], out[1]
 
 
 def _taper(n: int, start: float, stop: float) -> torch.Tensor:
@@ -85,6 +111,12 @@ def _taper(n: int, start: float, stop: float) -> torch.Tensor:
     width = max(stop - start, 1.0)
     t = ((r - start) / width).clamp(0, 1)
     return torch.sin(math.pi * t) ** 2
+
+
+def _clip_real(log_f: torch.Tensor) -> torch.Tensor:
+    """log f with its real part (log of the amplitude factor) clipped to ±LOG_AMPLITUDE_LIMIT."""
+    limit = LOG_AMPLITUDE_LIMIT
+    return torch.complex(log_f.real.clamp(-limit, limit), log_f.imag)
 
 
 class RasterGauge:
@@ -98,6 +130,10 @@ class RasterGauge:
     device : torch device
     tolerance : float
         Lattice tolerance (pixels), see :func:`raster_steps`.
+    bandwidth : (float, float)
+        The probe's spectral half-width per axis (cycles / pixel, see
+        :func:`probe_bandwidth`); only harmonics up to ``0.5 − bandwidth`` are used, so the
+        probe times the factor stays below Nyquist. (0, 0) allows every harmonic.
 
     Attributes
     ----------
@@ -107,14 +143,19 @@ class RasterGauge:
 
     def __init__(self, positions: np.ndarray, probe_shape: tuple[int, int],
                  object_shape: tuple[int, int], device: torch.device | str = "cpu",
-                 tolerance: float = LATTICE_TOLERANCE) -> None:
+                 tolerance: float = LATTICE_TOLERANCE,
+                 bandwidth: tuple[float, float] = (0.0, 0.0)) -> None:
         pos = np.asarray(positions, dtype=np.float64)
         self.steps = raster_steps(pos, tolerance)
         self.active = any(s is not None for s in self.steps)
         if not self.active:
             return
         h, w = probe_shape
-        fy, fx = _harmonics(self.steps[0]), _harmonics(self.steps[1])
+        fy = _harmonics(self.steps[0], 0.5 - bandwidth[0])
+        fx = _harmonics(self.steps[1], 0.5 - bandwidth[1])
+        self.active = len(fy) * len(fx) > 1
+        if not self.active:  # the scan period is finer than the probe's band allows
+            return
         # the reciprocal lattice without its origin (the origin is the object's mean)
         self.keep = torch.ones((len(fy), len(fx)), dtype=torch.bool)
         self.keep[len(fy) // 2, len(fx) // 2] = False
@@ -167,8 +208,8 @@ class RasterGauge:
         if not self.active:
             return obj, probe
         c = self.modulation(obj)
-        log_f_obj = self.obj_ey.T @ c @ self.obj_ex
-        log_f_probe = self.probe_ey.T @ c @ self.probe_ex
+        log_f_obj = _clip_real(self.obj_ey.T @ c @ self.obj_ex)
+        log_f_probe = _clip_real(self.probe_ey.T @ c @ self.probe_ex)
         new_obj = obj * torch.exp(-log_f_obj).to(obj.dtype)
         new_probe = probe * torch.exp(log_f_probe).to(probe.dtype)
         return new_obj, new_probe
