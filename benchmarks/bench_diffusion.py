@@ -6,8 +6,11 @@ bundled pictures the prior never saw), a 32² focused probe of 20 px FWHM (known
 method), raster scans at the given overlaps (``1 − step / FWHM``), Poisson noise with a
 maximum count of 1e5. Scores: complex NRMSE with the global phase removed and SSIM of the
 amplitude (``metrics.evaluate``, no shift registration: positions are known). The
-generalisation check re-runs the diffusion prior at the first overlap on a spiral scan
-(new probe positions, same overlap) and reports the change of its mean NRMSE.
+generalisation check re-runs the diffusion prior at the first overlap on new probe positions
+(``--gen-scan``: ``jitter:2`` = the same raster with every position moved by a random
+2-px (σ) offset, so overlap and covered area stay the same; ``spiral`` = a spiral, which at
+the same nominal overlap has fewer positions and covers less) and reports the change of its
+mean NRMSE.
 
 Usage (split overlaps over processes, then merge)::
 
@@ -35,9 +38,11 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
     from napari_ptycho.metrics import evaluate, scanned_region
     from napari_ptycho.physics.simulate import simulate_ptycho
 
+    kind, _, jitter = scan.partition(":")
+    kind = "raster" if kind == "jitter" else kind
     data = simulate_ptycho(object_array=obj, probe_size=32, overlap=overlap, photons=1e5,
-                           photons_mode="max", noise="poisson", seed=seed, scan=scan,
-                           probe_fwhm=args.probe_fwhm)
+                           photons_mode="max", noise="poisson", seed=seed, scan=kind,
+                           probe_fwhm=args.probe_fwhm, jitter=float(jitter or 0.0))
     kw: dict = {"device": "cpu", "seed": seed, "probe_init": "given"}
     if method == "rpie":
         kw.update(iterations=args.rpie_iterations, update_probe=False, alpha=args.rpie_alpha)
@@ -86,7 +91,7 @@ def measure(args: argparse.Namespace) -> dict:
     overlaps = [float(v) for v in args.overlaps.split(",")]
     methods = args.methods.split(",")
     rows = []
-    for ov in overlaps:
+    for ov in overlaps if not args.skip_main else []:
         for method in methods:
             cases = [run_case(o, ov, k, method, args, scan=args.scan)
                      for k, o in enumerate(objects, start=first)]
@@ -96,9 +101,9 @@ def measure(args: argparse.Namespace) -> dict:
                                             if k not in ("merge", "json")}}
     if args.generalisation and "diffusion" in methods:
         ov = overlaps[0]
-        cases = [run_case(o, ov, k, "diffusion", args, scan="spiral")
+        cases = [run_case(o, ov, k, "diffusion", args, scan=args.gen_scan)
                  for k, o in enumerate(objects, start=first)]
-        out["generalisation"] = {"overlap": ov, "scan": "spiral", "cases": cases}
+        out["generalisation"] = {"overlap": ov, "scan": args.gen_scan, "cases": cases}
     return out
 
 
@@ -125,26 +130,23 @@ def _pm(value: tuple[float, float] | None) -> str:
     return "–" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
 
 
-def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict | None]]:
     """Rows of all result files pooled by (overlap, method, scan), objects split over
     processes (``--object-range``) joined again; plus the generalisation runs and the
     raster rows they are compared with, pooled the same way."""
     groups: dict[tuple, dict] = {}
-    gen: dict[float, dict] = {}
-    base: dict[float, dict] = {}
+    gen: dict[tuple, dict] = {}
     for res in results:
         for r in res["rows"]:
             key = (r["overlap"], r["method"], r.get("scan", "raster"))
             groups.setdefault(key, {**r, "cases": []})["cases"].extend(r["cases"])
         g = res.get("generalisation")
         if g:
-            gen.setdefault(g["overlap"], {**g, "method": "diffusion", "cases": []}
-                           )["cases"].extend(g["cases"])
-            match = next(r for r in res["rows"] if r["method"] == "diffusion"
-                         and r["overlap"] == g["overlap"])
-            base.setdefault(g["overlap"], {"cases": []})["cases"].extend(match["cases"])
-    return list(groups.values()), list(gen.values()), [base[g["overlap"]] for g in
-                                                       gen.values()]
+            gen.setdefault((g["overlap"], g["scan"]), {**g, "method": "diffusion",
+                                                       "cases": []})["cases"].extend(g["cases"])
+    # compared with the pooled raster rows of the same overlap (any file)
+    base = [groups.get((g["overlap"], "diffusion", "raster")) for g in gen.values()]
+    return list(groups.values()), list(gen.values()), base
 
 
 def table(results: list[dict]) -> str:
@@ -164,9 +166,12 @@ def table(results: list[dict]) -> str:
                      f"{_pm(r['nrmse_scanned'])} | {_pm(r['ssim_scanned'])} | "
                      f"{r['error_ratio']:.2f} | {r['wall_s'][0]:.1f} |")
     for g, b in zip(gen_rows, base_rows, strict=True):
+        if b is None:  # merge with the file holding the raster rows to compare
+            continue
         a = np.mean([x["nrmse"] for x in b["cases"]])
         c = np.mean([x["nrmse"] for x in g["cases"]])
-        lines.append(f"\nGeneralisation at {g['overlap']:.0%} ({len(g['cases'])} objects): "
+        lines.append(f"\nGeneralisation at {g['overlap']:.0%} ({len(g['cases'])} objects, "
+                     f"{len(b['cases'])} raster): "
                      f"raster NRMSE {a:.3f}, {g['scan']} (new positions) {c:.3f}, "
                      f"change {abs(a - c):.3f}")
     return "\n".join(lines)
@@ -192,6 +197,10 @@ def main() -> None:
     p.add_argument("--travel-every", type=int, default=10)
     p.add_argument("--scan", default="raster", help="scan kind of the main rows")
     p.add_argument("--generalisation", action="store_true")
+    p.add_argument("--gen-scan", default="jitter:2",
+                   help="new positions: 'jitter:SIGMA' (same raster, moved) or 'spiral'")
+    p.add_argument("--skip-main", action="store_true",
+                   help="only the generalisation run (merge with a file that has the rows)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--merge", nargs="+", help="merge result JSON files instead of measuring")
