@@ -143,7 +143,7 @@ def test_compact_sets_converge_without_sequential_warm_up(scan):
     assert snap.errors[-1] < 0.2 * snap.errors[0]
 
 
-def test_sequential_warm_up_then_compact_sets(scan, monkeypatch):
+def test_sequential_warm_up_then_batched_updates(scan, monkeypatch):
     calls: list[int] = []
     real = it.modulus_projection
 
@@ -156,7 +156,7 @@ def test_sequential_warm_up_then_compact_sets(scan, monkeypatch):
     n = scan.n_patterns
     assert calls[:2 * n] == [1] * (2 * n)  # two sequential sweeps
     later = calls[2 * n:]
-    assert sum(later) == n and max(later) > 1  # then one sweep of compact sets
+    assert sum(later) == n and max(later) > 1  # then one sweep of parallel batches
 
     calls.clear()  # a probe that comes with the data needs no sequential warm-up
     with_probe = PtychoData(scan.diffraction, scan.positions, probe=scan.truth_probe,
