@@ -223,10 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     params = {"iterations": args.iterations, "device": "cpu", "seed": 0,
               "batch_size": batch}
     config = make_config("epie", update_every=1, **params)
-    # warm-up, a whole run: the first one imports the engine, builds FFT plans and compact
-    # sets and starts torch's thread pool (on a loaded machine a first full run took 5×
-    # the CPU of the later ones, which skewed the first GUI run's ratio)
-    headless(data, config)
+    # warm-up: the first run imports the engine and builds FFT plans and compact sets
+    headless(data, make_config("epie", update_every=1, **{**params, "iterations": 1}))
     meter = CpuMeter()
     load = [round(os.getloadavg()[0], 2)]
     viewer = napari.Viewer(show=True)
@@ -239,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     dock.form.set_values(params)
     for _ in range(50):
         qapp.processEvents()
+    # A whole headless run, not timed: in three benchmark runs at load 11-17 the first
+    # full run after the viewer opened took 4-5x the wall and CPU time of the later ones
+    # (cause not pinned down), which made the first GUI run's ratio meaningless.
+    headless(data, config)
     # The shared machine's load drifts a lot: alternate headless and GUI runs and compare
     # each GUI run with the headless runs just before and after it.
     head_cpu: list[dict] = []
