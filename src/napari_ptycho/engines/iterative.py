@@ -331,8 +331,8 @@ class _PIE(IterativeEngine):
 def _regularise(den: torch.Tensor, a: float) -> None:
     """``den ← (1 − a) den + a max(den)`` in place, kept above a tiny floor so that unlit
     pixels (zero numerator) divide to zero rather than NaN."""
-    peak = float(den.max())
-    den.mul_(1 - a).add_(a * peak + 1e-12 * peak + 1e-30)
+    peak = den.max()  # a tensor: no device-to-host sync per batch on a GPU
+    den.mul_(1 - a).add_(peak * (a + 1e-12)).add_(1e-30)
 
 
 class EPIE(_PIE):
