@@ -267,3 +267,21 @@ def test_shipped_model_streams_tiles_and_reconstructs_the_sample_phase_above_the
     region = scanned_region(data.positions + 16, (32, 32), data.object_shape)
     metrics = evaluate(obj, data.truth_object, region=region)
     assert metrics["psnr_phase"] > SHIPPED_PHASE_PSNR_BOUND, metrics
+
+
+def test_train_command_writes_weights_and_a_card_with_command_and_threads(tmp_path):
+    import json
+
+    from napari_ptycho.cli import main
+
+    before = torch.get_num_threads()
+    rc = main(["train", "pinn", "sim:lines", "--object-size", "56", "--probe-size", "32",
+               "--pattern-size", "32", "--grid", "grouped", "--photons", "1e6",
+               "--epochs", "1", "--filters", "2", "--threads", "1", "--device", "cpu",
+               "-o", str(tmp_path), "--name", "tiny"])
+    assert rc == 0 and (tmp_path / "tiny.pt").is_file()
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert card["config"]["cpu_threads"] == 1 and card["arch"]["gauge"] == "group"
+    assert card["arch"]["phase_limit"] == pytest.approx(np.pi / 2)
+    assert card["training_data"]["patterns"] > 0 and "command" in card
+    assert torch.get_num_threads() == before
