@@ -51,7 +51,7 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
     else:
         kw.update(iterations=args.steps, zeta=args.zeta, time_travel=args.travel,
                   travel_every=args.travel_every, update_every=10 ** 6,
-                  dc_steps=args.dc_steps, polish=args.polish)
+                  dc_steps=args.dc_steps, polish=args.polish, samples=args.samples)
     t0 = time.perf_counter()
     res = reconstruct(data, method, **kw)
     wall = time.perf_counter() - t0
@@ -193,6 +193,7 @@ def main() -> None:
     p.add_argument("--zeta", type=float, default=0.0, help="DPS gradient step")
     p.add_argument("--dc-steps", type=int, default=3, help="data-consistency steps per step")
     p.add_argument("--polish", type=int, default=100, help="final AWF iterations")
+    p.add_argument("--samples", type=int, default=1, help="posterior samples averaged")
     p.add_argument("--travel", type=int, default=5)
     p.add_argument("--travel-every", type=int, default=10)
     p.add_argument("--scan", default="raster", help="scan kind of the main rows")

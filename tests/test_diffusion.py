@@ -191,6 +191,26 @@ def test_final_polish_lowers_the_data_error_of_the_returned_object(tiny_scan):
     assert e == pytest.approx(polished.errors[-1], rel=1e-4)
 
 
+def test_several_samples_stream_in_turn_and_their_mean_is_returned(tiny_scan):
+    snaps = list(stream(tiny_scan, "diffusion", iterations=3, time_travel=0, samples=2,
+                        polish=0, update_every=2, device="cpu", seed=1))
+    assert [s.iteration for s in snaps] == [2, 4, 6] and snaps[-1].total == 6
+    assert len(snaps[-1].errors) == 6 and snaps[-1].object.shape == tiny_scan.object_shape
+    problem = prepare(tiny_scan, DiffusionConfig(device="cpu"))
+    e = Diffusion.misfit(problem, torch.as_tensor(snaps[-1].object))[1]
+    assert e == pytest.approx(snaps[-1].errors[-1], rel=1e-4)
+
+
+def test_posterior_mean_removes_each_sample_s_global_phase():
+    g = torch.Generator().manual_seed(0)
+    a = torch.complex(torch.rand(6, 6, generator=g), torch.rand(6, 6, generator=g))
+    b = torch.complex(torch.rand(6, 6, generator=g), torch.rand(6, 6, generator=g))
+    torch.testing.assert_close(Diffusion.posterior_mean([a, a * np.exp(2.0j)]), a,
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(Diffusion.posterior_mean([a, b * np.exp(2.0j)]),
+                               Diffusion.posterior_mean([a, b]), atol=1e-5, rtol=0)
+
+
 def test_object_to_image_mapping_round_trips_even_across_phase_wraps():
     cfg = DiffusionConfig(amplitude_min=0.5, amplitude_max=1.0, phase_min=-4.0, phase_max=4.0)
     x = torch.rand(1, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.8 - 0.9
@@ -209,7 +229,7 @@ def test_bad_scans_and_parameters_are_refused_before_starting(tiny_scan):
         reconstruct(tiny_scan, "diffusion", zeta=-1.0)
     with pytest.raises(ValueError, match="update_probe"):
         reconstruct(tiny_scan, "diffusion", update_probe=True)
-    for field, value in (("dc_steps", -1), ("polish", -2), ("dc_step", 0.0),
+    for field, value in (("samples", 0), ("dc_steps", -1), ("polish", -2), ("dc_step", 0.0),
                          ("dc_step", 3.0), ("dc_alpha", 0.0), ("dc_alpha", float("nan"))):
         with pytest.raises(ValueError, match=field):
             reconstruct(tiny_scan, "diffusion", **{field: value})

@@ -69,6 +69,11 @@ class DiffusionConfig(PtychoConfig):
     polish : int
         Accelerated Wirtinger flow iterations on the final x̂_0 (0 = the prior's sample as
         it is; the output then stays inside the configured ranges).
+    samples : int
+        Independent posterior samples whose mean is returned (then polished). Where the
+        data say little (weakly lit or unscanned pixels) one sample is a guess from the
+        prior; the mean of several is the lower-error estimate. Costs ``samples`` times the
+        denoising steps.
     time_travel : int
         Steps j re-noised and denoised again at each time travel (0 = off).
     travel_every : int
@@ -92,6 +97,7 @@ class DiffusionConfig(PtychoConfig):
     dc_step: float = 1.0
     dc_alpha: float = 0.1
     polish: int = 100
+    samples: int = 1
     time_travel: int = 10
     travel_every: int = 10
     jacobian: bool = False
@@ -109,6 +115,8 @@ class DiffusionConfig(PtychoConfig):
             raise ValueError(f"iterations must be in 1..1000 (got {self.iterations})")
         if not (math.isfinite(self.zeta) and self.zeta >= 0):
             raise ValueError(f"zeta must be a finite number >= 0 (got {self.zeta})")
+        if not 1 <= int(self.samples) <= 64:
+            raise ValueError(f"samples must be in 1..64 (got {self.samples})")
         if int(self.dc_steps) < 0 or int(self.polish) < 0:
             raise ValueError("dc_steps and polish must be >= 0 (got "
                              f"{self.dc_steps}, {self.polish})")
@@ -222,33 +230,46 @@ class Diffusion:
         model = model.to(problem.device)
         schedule = Schedule.linear().respaced(int(config.iterations))
         ops = plan_steps(len(schedule), int(config.time_travel), int(config.travel_every))
-        total = sum(op == "step" for op, _ in ops)
+        per_sample = sum(op == "step" for op, _ in ops)
+        total = per_sample * int(config.samples)
         gen = problem.generator
         h, w = problem.obj.shape
         timer = Timer()
-        x = torch.randn((1, 2, h, w), generator=gen).to(problem.device)
         dc_norm = self.illumination_norm(problem, float(config.dc_alpha))
         errors: list[float] = []
+        finished: list[torch.Tensor] = []
         done = 0
-        for op, i in ops:
-            if op == "travel":
-                x = schedule.renoise(x, i - 1, i - 1 + int(config.time_travel), gen)
-                continue
-            offsets = self._offsets(patch, int(config.tile_shifts), gen)
-            x, x0, err = self.guided_step(model, problem, schedule, x, i, patch, offsets,
-                                          config, dc_norm)
-            done += 1
-            errors.append(err)
-            problem.obj = self.to_object(x0, config)
-            check_finite(problem, err, done)
-            if done % config.update_every == 0 and done < total:
-                yield self._snapshot(problem, done, total, errors, timer(), schedule, i)
-        problem.obj = self.to_object(x.clamp(-1, 1), config)
-        if int(config.polish) > 0:
+        for _ in range(int(config.samples)):
+            x = torch.randn((1, 2, h, w), generator=gen).to(problem.device)
+            for op, i in ops:
+                if op == "travel":
+                    x = schedule.renoise(x, i - 1, i - 1 + int(config.time_travel), gen)
+                    continue
+                offsets = self._offsets(patch, int(config.tile_shifts), gen)
+                x, x0, err = self.guided_step(model, problem, schedule, x, i, patch, offsets,
+                                              config, dc_norm)
+                done += 1
+                errors.append(err)
+                problem.obj = self.to_object(x0, config)
+                check_finite(problem, err, done)
+                if done % config.update_every == 0 and done < total:
+                    yield self._snapshot(problem, done, total, errors, timer(), schedule, i)
+            finished.append(self.to_object(x.clamp(-1, 1), config))
+        problem.obj = self.posterior_mean(finished)
+        if int(config.polish) > 0 or len(finished) > 1:
             # the last error entry is that of the object returned
             errors[-1] = self.polish(problem, int(config.polish))
             check_finite(problem, errors[-1], done)
         yield self._snapshot(problem, total, total, errors, timer(), schedule, 0, done=True)
+
+    @staticmethod
+    def posterior_mean(objects: list[torch.Tensor]) -> torch.Tensor:
+        """Mean of complex objects after aligning each one's global phase to the first's
+        (the data cannot fix it, so samples may differ by one)."""
+        ref = objects[0]
+        aligned = [o * torch.exp(1j * torch.angle(torch.vdot(o.reshape(-1), ref.reshape(-1))))
+                   for o in objects]
+        return torch.stack(aligned).mean(dim=0)
 
     @staticmethod
     def _offsets(patch: int, shifts: int, gen: torch.Generator) -> list[tuple[int, int]]:
