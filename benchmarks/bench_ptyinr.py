@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,13 @@ from typing import Any
 import numpy as np
 
 METHODS = ("ptyinr", "epie", "dm", "ad")
+
+
+def object_size(overlap: float, args: argparse.Namespace) -> int:
+    """Object side for ``overlap``: dense scans use ``--dense-object-size`` so the pattern
+    count stays affordable (overlap is 1 − step / FWHM: 90 % on a 160² object would be
+    4761 patterns), sparse ones ``--object-size`` so they still hold ~100 patterns."""
+    return args.dense_object_size if overlap >= args.dense_from else args.object_size
 
 
 def make_case(overlap: float, noise: str, args: argparse.Namespace) -> Any:
@@ -40,14 +48,15 @@ def make_case(overlap: float, noise: str, args: argparse.Namespace) -> Any:
         kw["alpha"] = args.alpha
     if noise in ("gaussian", "mixed"):
         kw["sigma"] = args.sigma
-    return simulate_ptycho(object="siemens", object_size=args.object_size,
+    return simulate_ptycho(object="siemens", object_size=object_size(overlap, args),
                            probe_size=args.probe_size, overlap=overlap, photons=args.photons,
                            noise=noise, probe="focused", seed=args.seed, **kw)
 
 
 def run_method(data: Any, method: str, args: argparse.Namespace, **extra: Any) -> Any:
-    """Reconstruct with ``method`` from a data-estimated probe; returns (result, seconds)."""
-    from napari_ptycho.engines import reconstruct
+    """Reconstruct with ``method`` from a data-estimated probe; returns (result, seconds).
+    A run that stops with an EngineError returns (the error message, seconds)."""
+    from napari_ptycho.engines import EngineError, reconstruct
 
     common = {"device": "cpu", "seed": args.seed}
     if method == "ptyinr":
@@ -56,8 +65,20 @@ def run_method(data: Any, method: str, args: argparse.Namespace, **extra: Any) -
     else:
         kw = {"iterations": args.iters, "probe_init": "data", "update_every": args.iters}
     t0 = time.perf_counter()
-    result = reconstruct(data, method, **common, **kw)
+    try:
+        result = reconstruct(data, method, **common, **kw)
+    except EngineError as err:
+        return str(err), time.perf_counter() - t0
     return result, time.perf_counter() - t0
+
+
+def scored(result: Any, data: Any, seconds: float) -> dict[str, Any]:
+    """Scores of one run (NaN PSNRs and the message for a run that stopped)."""
+    if isinstance(result, str):
+        nan = float("nan")
+        return {"object_amplitude": nan, "object_phase": nan, "probe_amplitude": nan,
+                "probe_phase": nan, "seconds": seconds, "failed": result}
+    return {**score(result, data), "seconds": seconds, "final_error": result.errors[-1]}
 
 
 def lit_region(data: Any, fraction: float = 0.1) -> np.ndarray:
@@ -95,7 +116,7 @@ def save_images(case: str, data: Any, results: dict[str, Any], folder: Path) -> 
     import matplotlib.pyplot as plt
 
     rows = [("truth", data.truth_object, data.truth_probe[0])]
-    rows += [(m, r.object, r.probe[0]) for m, r in results.items()]
+    rows += [(m, r.object, r.probe[0]) for m, r in results.items() if not isinstance(r, str)]
     fig, axes = plt.subplots(len(rows), 4, figsize=(6, 1.5 * len(rows)))
     for i, (name, obj, probe) in enumerate(rows):
         ref = np.vdot(obj, data.truth_object)  # remove the global phase for display
@@ -149,15 +170,18 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--object-size", type=int, default=128)
+    parser.add_argument("--object-size", type=int, default=160)
+    parser.add_argument("--dense-object-size", type=int, default=96,
+                        help="object side for overlaps >= --dense-from")
+    parser.add_argument("--dense-from", type=float, default=0.8)
     parser.add_argument("--probe-size", type=int, default=64)
     parser.add_argument("--photons", type=float, default=1e6)
     parser.add_argument("--alpha", type=float, default=10.0)
     parser.add_argument("--sigma", type=float, default=100.0)
-    parser.add_argument("--overlaps", type=float, nargs="*", default=[0.95, 0.5, 0.3])
+    parser.add_argument("--overlaps", type=float, nargs="*", default=[0.9, 0.5, 0.3])
     parser.add_argument("--noise-overlap", type=float, default=0.5)
     parser.add_argument("--noises", nargs="*", default=["poisson", "gaussian", "mixed"])
-    parser.add_argument("--omega-overlaps", type=float, nargs="*", default=[0.95, 0.3])
+    parser.add_argument("--omega-overlaps", type=float, nargs="*", default=[0.9, 0.3])
     parser.add_argument("--omegas", type=float, nargs="*", default=[30.0, 90.0, 300.0])
     parser.add_argument("--steps", type=int, default=300, help="PtyINR steps")
     parser.add_argument("--batch", type=int, default=0, help="PtyINR batch (0 = all)")
@@ -177,6 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.object_size, args.probe_size, args.steps, args.iters = 48, 24, 30, 10
+        args.dense_object_size = 48
         args.overlaps, args.omega_overlaps, args.omegas = [0.5], [0.5], [30.0, 90.0]
 
     import torch
@@ -194,18 +219,20 @@ def main() -> None:
               for n in args.noises]
     out: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v)
                                         for k, v in vars(args).items()},
+                           "loadavg_start": os.getloadavg(),
                            "cases": {}, "omega": {}}
     for name, overlap, noise in cases:
         data = make_case(overlap, noise, args)
         entry: dict[str, Any] = {"overlap": overlap, "noise": noise,
+                                 "object_size": data.object_shape[0],
                                  "measured_overlap": data.metadata["measured_overlap"],
                                  "patterns": data.n_patterns, "methods": {}}
         results = {}
         for method in args.methods:
             result, seconds = run_method(data, method, args)
             results[method] = result
-            entry["methods"][method] = {**score(result, data), "seconds": seconds,
-                                        "final_error": result.errors[-1]}
+            entry["methods"][method] = {**scored(result, data, seconds),
+                                        "loadavg": os.getloadavg()[0]}
             print(f"# {name} {method}: {entry['methods'][method]}", flush=True)
         if args.images is not None:
             entry["image"] = save_images(name, data, results, args.images)
@@ -215,8 +242,10 @@ def main() -> None:
         for omega in args.omegas:
             result, seconds = run_method(data, "ptyinr", args, first_omega=omega)
             key = f"overlap{int(round(overlap * 100))}_omega{int(omega)}"
-            out["omega"][key] = {**score(result, data), "seconds": seconds}
+            out["omega"][key] = {**scored(result, data, seconds),
+                                 "loadavg": os.getloadavg()[0]}
             print(f"# {key}: {out['omega'][key]}", flush=True)
+    out["loadavg_end"] = os.getloadavg()
     text = json.dumps(out, indent=1, default=float)
     if args.json is not None:
         args.json.write_text(text)
@@ -226,14 +255,14 @@ def main() -> None:
 
 def table(out: dict[str, Any]) -> str:
     """Markdown tables of the cases and the ω₀ study."""
-    lines = ["| case | patterns | method | obj amp PSNR | obj phase PSNR | probe amp PSNR | "
-             "probe phase PSNR | time (s) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | object | patterns | method | obj amp PSNR | obj phase PSNR | "
+             "probe amp PSNR | probe phase PSNR | time (s) |", "|---" * 9 + "|"]
     for name, entry in out["cases"].items():
         for method, m in entry["methods"].items():
-            lines.append(f"| {name} | {entry['patterns']} | {method} | "
+            lines.append(f"| {name} | {entry['object_size']}² | {entry['patterns']} | {method} | "
                          f"{m['object_amplitude']:.1f} | {m['object_phase']:.1f} | "
                          f"{m['probe_amplitude']:.1f} | {m['probe_phase']:.1f} | "
-                         f"{m['seconds']:.0f} |")
+                         f"{m['seconds']:.0f} |" + (" stopped |" if "failed" in m else ""))
     if out["omega"]:
         lines += ["", "| ω₀ study | obj amp PSNR | obj phase PSNR | probe amp PSNR | "
                   "probe phase PSNR | time (s) |", "|---|---|---|---|---|---|"]

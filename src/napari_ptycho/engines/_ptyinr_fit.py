@@ -24,6 +24,9 @@ PREFIT_PIXELS = 8192
 #: Amplitude floor (fraction of the largest measured amplitude) inside √I_pred: keeps the
 #: gradient of the square root finite where the model is dark.
 AMPLITUDE_FLOOR = 1e-3
+#: Adam's ε. The default 1e-8 sat above the gradients of the probe's phase head (1e-9 and
+#: below at the start of a fit), which turned Adam there into a tiny fixed-step SGD.
+ADAM_EPS = 1e-15
 
 
 def _unit_peak(p: torch.Tensor) -> torch.Tensor:
@@ -55,7 +58,8 @@ class Fit:
         self.norm = float(max(*self.object_shape, *self.probe_shape) - 1)
         width, layers, pwidth, players = config.sizes()
         self.arch = {"object": [width, layers, config.first_omega, config.hidden_omega],
-                     "probe": [config.probe, pwidth, players, 16, 2, 15, 16, 1.5],
+                     "probe": [config.probe, "signed-amplitude", pwidth, players, 16, 2, 15,
+                               16, 1.5],
                      "object_shape": list(self.object_shape),
                      "probe_shape": list(self.probe_shape)}
         self.object_field = ObjectField(width, layers, config.first_omega,
@@ -71,6 +75,12 @@ class Fit:
                             if self.learn_probe else None)
         self.log_scale = torch.zeros((), device=dev, requires_grad=True)
         self.amax = float(p.amplitudes.max())
+        # the data term is divided by its value for an all-dark model, so it starts near 1
+        # whatever the photon count, detector size or β (λ of the regulariser is relative)
+        zero = torch.zeros((), device=dev)
+        self.loss_norm = 1.0 / max(float(_smooth_l1(zero.expand_as(p.amplitudes),
+                                                    p.amplitudes / self.amax, p.mask,
+                                                    config.beta)), 1e-30)
         self.positions = p.windows.positions.cpu().numpy().copy()
         self._evaluate = self.object_field
         if config.compile:
@@ -81,11 +91,14 @@ class Fit:
             self._prefit(init)
             self._fit_scale()
         lr_o, lr_p = config.learning_rates()
-        self.opt_object = torch.optim.Adam(self.object_field.parameters(), lr=lr_o)
+        self.opt_object = torch.optim.Adam(self.object_field.parameters(), lr=lr_o,
+                                           eps=ADAM_EPS)
         groups = [{"params": [self.log_scale], "lr": 1e-2}]
         if self.probe_field is not None:
             groups.append({"params": list(self.probe_field.parameters()), "lr": lr_p})
-        self.opt_probe = torch.optim.Adam(groups)
+        self.opt_probe = torch.optim.Adam(groups, eps=ADAM_EPS)
+        self._base_lrs = [[g["lr"] for g in opt.param_groups]
+                          for opt in (self.opt_object, self.opt_probe)]
         self.batch_gen = torch.Generator().manual_seed(int(config.seed) + 1)
         self._queue: list[torch.Tensor] = []
         self._all = torch.arange(p.n_patterns, device=dev)
@@ -156,11 +169,13 @@ class Fit:
     def step(self, k: int) -> tuple[float, float]:
         """One Adam step (``k`` steps done before it); returns (loss, normalised error)."""
         p, cfg = self.problem, self.config
+        self._schedule(k)
         idx, union = self._batch()
         probe, amp = self.probe()
         pred = self.model_amplitudes(idx, probe, union)
         meas = p.amplitudes.index_select(0, idx)
-        loss = _data_loss(pred / self.amax, meas / self.amax, p.mask, cfg.beta)
+        loss = self.loss_norm * _data_loss(pred / self.amax, meas / self.amax, p.mask,
+                                           cfg.beta)
         if amp is not None and k < cfg.probe_reg_steps and cfg.probe_reg > 0:
             loss = loss + cfg.probe_reg * amp.mean()
         self.opt_object.zero_grad(set_to_none=True)
@@ -177,13 +192,23 @@ class Fit:
             err = float(diff.square().sum() / meas.square().sum().clamp(min=1e-30))
         return float(loss.detach()), err
 
+    def _schedule(self, k: int) -> None:
+        """Cosine decay of every learning rate to ``final_lr_fraction`` over the run."""
+        low = self.config.final_lr_fraction
+        frac = min(k / max(self.config.iterations - 1, 1), 1.0)
+        factor = low + (1 - low) * 0.5 * (1 + math.cos(math.pi * frac))
+        for opt, bases in zip((self.opt_object, self.opt_probe), self._base_lrs, strict=True):
+            for group, base in zip(opt.param_groups, bases, strict=True):
+                group["lr"] = base * factor
+
     def loss(self) -> float:
         """Data loss of the current fields on every pattern, without a step."""
         p = self.problem
         with torch.no_grad():
             pred = self.model_amplitudes(self._all, self.probe()[0], self._all_union)
-            return float(_data_loss(pred / self.amax, p.amplitudes / self.amax, p.mask,
-                                    self.config.beta))
+            return self.loss_norm * float(_data_loss(pred / self.amax,
+                                                     p.amplitudes / self.amax, p.mask,
+                                                     self.config.beta))
 
     # ------------------------------------------------------------------- init & state
     def _fit_scale(self) -> None:
@@ -288,6 +313,11 @@ def _plain(value: Any) -> Any:
 def _data_loss(pred: torch.Tensor, meas: torch.Tensor, mask: torch.Tensor | None,
                beta: float) -> torch.Tensor:
     """SmoothL1(β) between predicted and measured amplitudes (mean over valid pixels)."""
+    return _smooth_l1(pred, meas, mask, beta)
+
+
+def _smooth_l1(pred: torch.Tensor, meas: torch.Tensor, mask: torch.Tensor | None,
+               beta: float) -> torch.Tensor:
     per_pixel = torch.nn.functional.smooth_l1_loss(pred, meas, beta=beta, reduction="none")
     if mask is None:
         return per_pixel.mean()

@@ -55,12 +55,21 @@ class PtyINRConfig(BaseConfig):
         "learn" (hash-grid probe, started from the data's probe estimate) or "known" (the
         data's probe, fixed).
     probe_start : int
-        Steps during which the learned probe stays fixed while the object settles (the
-        iterative engines' ``probe_update_start``).
+        Steps during which the learned probe stays fixed (the iterative engines'
+        ``probe_update_start``). Default 0: an object fitted first to the wrong probe
+        absorbs the probe's error and holds the joint fit in that basin.
     object_lr, probe_lr : float
         Adam learning rates (0 = the preset's).
+    final_lr_fraction : float
+        The learning rates follow a cosine from their value down to this fraction over the
+        run (1 = constant). At a constant rate Adam keeps hopping around the optimum.
     beta : float
-        SmoothL1 transition β, in units of the largest measured amplitude (1e-4–1e-1).
+        SmoothL1 transition β, in units of the largest measured amplitude. Residuals below
+        β are squared, above it absolute. Default 1 (least squares on √I in practice):
+        with β ≤ 0.1 nearly every residual of a fit started from an estimated probe is in
+        the L1 regime, and the joint fit stalls at the starting probe (docs/ptyinr.md).
+        Smaller β (1e-4–1e-1, the paper's range) makes a warm-started fit robust to
+        outliers.
     probe_reg : float
         λ of the probe-amplitude regulariser λ · mean(A_P).
     probe_reg_steps : int
@@ -93,10 +102,11 @@ class PtyINRConfig(BaseConfig):
     first_omega: float = 30.0
     hidden_omega: float = 30.0
     probe: Literal["learn", "known"] = "learn"
-    probe_start: int = 20
+    probe_start: int = 0
     object_lr: float = 0.0
     probe_lr: float = 0.0
-    beta: float = 1e-2
+    final_lr_fraction: float = 0.1
+    beta: float = 1.0
     probe_reg: float = 1e-3
     probe_reg_steps: int = 50
     batch_size: int = 0
@@ -123,6 +133,7 @@ class PtyINRConfig(BaseConfig):
         chk.check_float(self, "object_lr", 0.0, 1.0)
         chk.check_float(self, "probe_lr", 0.0, 1.0)
         chk.check_float(self, "beta", 0.0, 10.0, low_open=True)
+        chk.check_float(self, "final_lr_fraction", 0.0, 1.0)
         chk.check_float(self, "probe_reg", 0.0, 1e3)
         chk.check_float(self, "divergence_factor", 1.0, 1e30, low_open=True)
 

@@ -152,6 +152,9 @@ def relu_mlp(in_features: int, width: int, hidden_layers: int, out_features: int
 class ProbeField(nn.Module):
     """Complex probe: a shared hash-grid encoding, then ReLU MLPs for amplitude and phase.
 
+    The amplitude head is linear (signed amplitude), so the gradient does not vanish where
+    the probe is dark and the probe can spread beyond its starting estimate.
+
     Parameters
     ----------
     width, hidden_layers : int
@@ -172,7 +175,11 @@ class ProbeField(nn.Module):
         self.phase = relu_mlp(self.encoding.output_dim, width, hidden_layers)
 
     def forward(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(complex probe, amplitude) at coordinates (..., 2) in [0, 1]²."""
+        """(complex probe, amplitude |A|) at coordinates (..., 2) in [0, 1]²."""
         code = self.encoding(coords)
-        amp = nn.functional.softplus(self.amplitude(code)[..., 0])
-        return torch.polar(amp, self.phase(code)[..., 0]), amp
+        # The amplitude head is linear (a signed amplitude; a sign flip is a phase of π).
+        # A softplus here made dP/dθ ∝ |P| wherever the probe is dark, so a probe started
+        # from a compact estimate could never grow into its true, wider footprint.
+        amp = self.amplitude(code)[..., 0]
+        phase = self.phase(code)[..., 0]
+        return torch.complex(amp * torch.cos(phase), amp * torch.sin(phase)), amp.abs()
