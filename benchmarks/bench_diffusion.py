@@ -130,6 +130,11 @@ def _pm(value: tuple[float, float] | None) -> str:
     return "–" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
 
 
+def label(method: str, samples: int) -> str:
+    """Row label: the diffusion engine's posterior-sample count when it averages several."""
+    return f"{method}, mean of {samples}" if method == "diffusion" and samples > 1 else method
+
+
 def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict | None]]:
     """Rows of all result files pooled by (overlap, method, scan), objects split over
     processes (``--object-range``) joined again; plus the generalisation runs and the
@@ -137,15 +142,19 @@ def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict | Non
     groups: dict[tuple, dict] = {}
     gen: dict[tuple, dict] = {}
     for res in results:
+        samples = int(res.get("settings", {}).get("samples", 1))
         for r in res["rows"]:
-            key = (r["overlap"], r["method"], r.get("scan", "raster"))
-            groups.setdefault(key, {**r, "cases": []})["cases"].extend(r["cases"])
+            method = label(r["method"], samples)
+            key = (r["overlap"], method, r.get("scan", "raster"))
+            groups.setdefault(key, {**r, "method": method, "cases": []}
+                              )["cases"].extend(r["cases"])
         g = res.get("generalisation")
         if g:
-            gen.setdefault((g["overlap"], g["scan"]), {**g, "method": "diffusion",
-                                                       "cases": []})["cases"].extend(g["cases"])
-    # compared with the pooled raster rows of the same overlap (any file)
-    base = [groups.get((g["overlap"], "diffusion", "raster")) for g in gen.values()]
+            method = label("diffusion", samples)
+            gen.setdefault((g["overlap"], g["scan"], method),
+                           {**g, "method": method, "cases": []})["cases"].extend(g["cases"])
+    # compared with the pooled raster rows of the same overlap and method (any file)
+    base = [groups.get((g["overlap"], g["method"], "raster")) for g in gen.values()]
     return list(groups.values()), list(gen.values()), base
 
 
@@ -153,8 +162,8 @@ def table(results: list[dict]) -> str:
     """Markdown table of merged results (generalisation runs as extra rows)."""
     main_rows, gen_rows, base_rows = pooled(results)
     rows = [summary_row(r) for r in main_rows + gen_rows]
-    rows.sort(key=lambda r: (r["overlap"], r["scan"], METHODS.index(r["method"])
-                             if r["method"] in METHODS else 9))
+    rows.sort(key=lambda r: (r["overlap"], r["scan"] != "raster", r["scan"],
+                             r["method"]))
     lines = ["| overlap | scan | positions | method | n | NRMSE | SSIM (amplitude) | "
              "NRMSE, scanned box | SSIM, scanned box | E / E(truth) | wall s / object |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -170,7 +179,8 @@ def table(results: list[dict]) -> str:
             continue
         a = np.mean([x["nrmse"] for x in b["cases"]])
         c = np.mean([x["nrmse"] for x in g["cases"]])
-        lines.append(f"\nGeneralisation at {g['overlap']:.0%} ({len(g['cases'])} objects, "
+        lines.append(f"\nGeneralisation of {g['method']} at {g['overlap']:.0%} "
+                     f"({len(g['cases'])} objects, "
                      f"{len(b['cases'])} raster): "
                      f"raster NRMSE {a:.3f}, {g['scan']} (new positions) {c:.3f}, "
                      f"change {abs(a - c):.3f}")
