@@ -4,10 +4,12 @@ SCAN is a file any reader opens, or ``sim:KIND[+KIND...]`` to simulate one from 
 package's simulator: the named objects (``lines``, ``grf``, ``large_features``,
 ``siemens``) side by side in one strip, scanned either on the sample data's raster
 (``--grid raster``) or on PtychoPINN's grouped grid (``--grid grouped``: 2×2 groups with
-4-pixel steps inside and 8-pixel gaps between groups). The shipped model was made with::
+4-pixel steps inside and 8-pixel gaps between groups). The shipped model was made by
+``benchmarks/bench_pinn.py --epochs 150 --filters 16 --train-copies 8 --methods pinn``,
+with the same settings as::
 
-    napari-ptycho train pinn sim:lines+grf+large_features --grid raster --epochs 10 \\
-        --filters 8 --max-groups 480 --photons 1e6 --test sample \\
+    napari-ptycho train pinn sim:lines+lines+lines+lines+lines+lines+lines+lines \\
+        --grid grouped --photons 1e9 --epochs 150 --filters 16 --test sample \\
         -o src/napari_ptycho/weights --name pinn_default
 
 (the exact command, sizes, time and metrics are in ``weights/pinn_default.json``).
