@@ -317,7 +317,9 @@ def modulus_projection(fields: torch.Tensor, amplitudes: torch.Tensor,
         err = (model - amplitudes).mul_(mask).square_().sum()
         ratio = torch.where(mask, amplitudes / (model + eps),
                             torch.ones((), dtype=model.dtype, device=model.device))
-    fields.mul_(ratio.unsqueeze(1))
+    # through the real view: a real ratio times a complex tensor would first be promoted
+    # to a complex copy of the ratio
+    torch.view_as_real(fields).mul_(ratio.unsqueeze(1).unsqueeze(-1))
     return err
 
 
