@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_gui: needs a display; run it with xvfb-run -a", file=sys.stderr)
         return 2
     os.environ.setdefault("NAPARI_PTYCHO_CONFIG_DIR", tempfile.mkdtemp())
+    from napari_ptycho._threads import prefer_passive_wait
+
+    # as the plugin's GUI entry points do, before torch is imported (the headless runs of
+    # this process wait passively too, so both sides of the ratio share the setting)
+    print(f"OMP_WAIT_POLICY passive: {prefer_passive_wait()}")
     import torch
 
     torch.set_num_threads(2)

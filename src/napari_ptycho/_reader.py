@@ -14,7 +14,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from napari_ptycho._threads import prefer_passive_wait
 from napari_ptycho.io import SUFFIXES
+
+prefer_passive_wait()  # napari loads this module before torch: see napari_ptycho._threads
 
 logger = logging.getLogger(__name__)
 NULL_LAYERS: list[tuple[None]] = [(None,)]

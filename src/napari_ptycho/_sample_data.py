@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from napari_ptycho._threads import prefer_passive_wait
+
+prefer_passive_wait()  # napari loads this module before torch: see napari_ptycho._threads
+
 OBJECT_SIZE = 128
 PROBE_SIZE = 64
 

@@ -88,6 +88,9 @@ def build_viewer(sample: str = "siemens", method: str = "epie", device: str = "c
 
 def main(args: argparse.Namespace) -> int:
     """Open the GUI; returns when napari closes."""
+    from napari_ptycho._threads import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch is imported: see napari_ptycho._threads
     _check(args)
     import napari
     from qtpy.QtCore import QTimer
