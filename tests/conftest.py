@@ -26,3 +26,16 @@ def _torch_threads() -> None:
     except ImportError:  # pragma: no cover - torch is a hard dependency
         return
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny tensors (``pytestmark = pytest.mark.usefixtures(
+    "one_torch_thread")``): they gain nothing from a second thread, and on a loaded 2-core
+    machine every parallel region can stall on a descheduled sibling thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

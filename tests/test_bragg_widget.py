@@ -9,19 +9,7 @@ from _crystal import toy_crystal
 from napari_ptycho.data import BraggData
 
 pytest.importorskip("napari")
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small volumes gain nothing from threads, and on a loaded 2-core machine each parallel
-    region can stall on a descheduled sibling thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture

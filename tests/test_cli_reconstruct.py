@@ -15,17 +15,7 @@ from napari_ptycho.cli import main
 from napari_ptycho.io import load_result, save
 from napari_ptycho.physics.simulate import simulate_ptycho
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: tiny scans, and two spinning threads on a busy 2-core machine
-    make every small FFT many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

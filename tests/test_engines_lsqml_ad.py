@@ -13,17 +13,7 @@ from napari_ptycho.engines.lsqml import LSQMLConfig
 from napari_ptycho.metrics import evaluate
 from napari_ptycho.physics.simulate import simulate_ptycho
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these scans are tiny, and on a busy 2-core machine two spinning
-    threads per process make each small FFT ~50x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

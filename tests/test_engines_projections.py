@@ -20,13 +20,7 @@ from napari_ptycho.physics.ptycho import forward_intensity
 PROBE = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a second thread only adds waiting on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _grid(step: float, side: int, origin: float = 1.3) -> np.ndarray:

@@ -12,17 +12,7 @@ from napari_ptycho.engines import EngineError, Snapshot, methods, reconstruct, s
 from napari_ptycho.engines.phase_retrieval import validate_intensity
 from napari_ptycho.engines.recipe import parse_recipe, schedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """32³ volumes are too small to gain from threads, and on a loaded 2-core machine every
-    parallel region can stall on a descheduled sibling thread: run this module on one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

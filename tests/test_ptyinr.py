@@ -13,14 +13,7 @@ from napari_ptycho.engines.ptyinr import PtyINRConfig
 from napari_ptycho.nn.hashgrid import HashGridEncoding
 from napari_ptycho.nn.siren import Siren
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The fields here are tiny: one thread is as fast and immune to oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
