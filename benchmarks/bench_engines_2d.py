@@ -41,15 +41,6 @@ def parse_iterations(text: str) -> dict[str, int]:
     return out
 
 
-def illuminated_region(data, threshold: float = 0.1) -> np.ndarray:
-    """Object pixels where the true scan's summed probe intensity exceeds ``threshold``."""
-    probe_int = (np.abs(data.truth_probe) ** 2).sum(0)
-    h, w = probe_int.shape
-    cover = np.zeros(data.object_shape)
-    for r, c in np.floor(data.positions).astype(int):
-        cover[r:r + h, c:c + w] += probe_int
-    return cover > threshold * cover.max()
-
 
 def save_images(results: dict, data, region: np.ndarray, path: Path) -> None:
     """Amplitude and phase of every engine's object (region box) as one small PNG."""
@@ -80,13 +71,13 @@ def run_overlap(overlap: float, args: argparse.Namespace, iterations: dict[str, 
                 ) -> tuple[list[dict], dict]:
     """Every engine on one simulated scan; returns rows and the results by engine."""
     from napari_ptycho.engines import Snapshot, reconstruct
-    from napari_ptycho.metrics import evaluate, fit_metrics
+    from napari_ptycho.metrics import evaluate, fit_metrics, illuminated_region
     from napari_ptycho.physics.simulate import simulate_ptycho
 
     data = simulate_ptycho(object="siemens", object_size=args.object_size,
                            probe_size=args.probe_size, overlap=overlap, photons=args.photons,
                            noise="poisson", seed=args.seed)
-    region = illuminated_region(data)
+    region = illuminated_region(data.positions, data.truth_probe, data.object_shape)
     truth = Snapshot(iteration=0, total=0, object=data.truth_object, probe=data.truth_probe,
                      positions=data.positions)
     floor = fit_metrics(truth, data)["chi2"]

@@ -81,28 +81,17 @@ def scored(result: Any, data: Any, seconds: float) -> dict[str, Any]:
     return {**score(result, data), "seconds": seconds, "final_error": result.errors[-1]}
 
 
-def lit_region(data: Any, fraction: float = 0.1) -> np.ndarray:
-    """Object pixels whose total true illumination Σ|P|² reaches ``fraction`` of its peak.
-
-    The scanned bounding box would also score the dark corners of the 64² windows (the
-    focused probe's FWHM is ~14 px), where no method is constrained by the data.
-    """
-    illumination = np.zeros(data.object_shape)
-    power = np.abs(data.truth_probe[0]) ** 2
-    h, w = power.shape
-    for r, c in np.floor(data.positions).astype(int):
-        illumination[r:r + h, c:c + w] += power
-    return illumination >= fraction * illumination.max()
-
 
 def score(result: Any, data: Any) -> dict[str, float]:
     """PSNRs of object (lit region) and probe after removing global phase, scale, shift and
     the linear phase ramp that blind ptychography cannot fix (it moves between object and
     probe without changing the exit waves)."""
-    from napari_ptycho.metrics import evaluate
+    from napari_ptycho.metrics import evaluate, illuminated_region
 
-    obj = evaluate(result.object, data.truth_object, region=lit_region(data), scale=True,
-                   ramp=True)
+    # the lit region, not the scanned box: the box would also score the dark corners of
+    # the windows, where no method is constrained by the data
+    lit = illuminated_region(data.positions, data.truth_probe, data.object_shape)
+    obj = evaluate(result.object, data.truth_object, region=lit, scale=True, ramp=True)
     probe = evaluate(result.probe[0], data.truth_probe[0], scale=True, ramp=True)
     return {"object_amplitude": obj["psnr_amplitude"], "object_phase": obj["psnr_phase"],
             "probe_amplitude": probe["psnr_amplitude"], "probe_phase": probe["psnr_phase"]}

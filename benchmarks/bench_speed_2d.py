@@ -89,15 +89,6 @@ def seconds_per_iteration(data, method: str, overrides: dict, k: int) -> float:
     return (stamps[-1] - stamps[0]) / (k - 1)
 
 
-def illuminated_region(data, threshold: float = 0.1) -> np.ndarray:
-    """Object pixels where the true scan's summed probe intensity exceeds ``threshold``."""
-    probe_int = (np.abs(data.truth_probe) ** 2).sum(0)
-    h, w = probe_int.shape
-    cover = np.zeros(data.object_shape)
-    for r, c in np.floor(data.positions).astype(int):
-        cover[r:r + h, c:c + w] += probe_int
-    return cover > threshold * cover.max()
-
 
 def external_nrmse(obj: np.ndarray, data, region: np.ndarray) -> float:
     """NRMSE of an object in a foreign frame: best over flips of an integer alignment."""
@@ -172,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_ptycho.engines import reconstruct
     from napari_ptycho.io import save
-    from napari_ptycho.metrics import evaluate
+    from napari_ptycho.metrics import evaluate, illuminated_region
 
     torch.set_num_threads(args.threads)
     data = make_scan()
-    region = illuminated_region(data)
+    region = illuminated_region(data.positions, data.truth_probe, data.object_shape)
     floor = fft_floor()
     only = {m for m in args.only.split(",") if m}
     rows = []

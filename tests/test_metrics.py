@@ -320,3 +320,28 @@ def test_fit_metrics_of_the_tike_truth_reproduces_the_tike_data():
                             positions=data.positions)
     # Tike's own test holds sqrt(model) to 1e-6 of sqrt(data): χ² must be tiny
     assert metrics.fit_metrics(truth, data)["chi2"] < 1e-10
+
+
+def test_illuminated_region_sums_windows_and_modes() -> None:
+    from napari_ptycho.metrics import illuminated_region
+
+    probe = np.zeros((2, 4, 4), complex)
+    probe[0, 1:3, 1:3] = 1.0  # bright centre
+    probe[1, 0, 0] = 0.5  # a weak second mode: 0.25 < 0.5 of the peak
+    pos = np.array([[0.0, 0.0], [0.0, 2.0]])  # windows overlap in columns 2-3
+    lit = illuminated_region(pos, probe, (6, 8), fraction=0.5)
+    expected = np.zeros((6, 8), bool)
+    expected[1:3, 1:5] = True  # each window's centre; the overlap adds nothing bright
+    assert np.array_equal(lit, expected)
+    # every pixel that any window lights passes a tiny threshold, nothing outside does
+    # (the two centres, 2 × 4 pixels, and the second mode's corner pixel of each window)
+    assert illuminated_region(pos, probe, (6, 8), fraction=1e-3).sum() == 2 * 4 + 2
+
+
+def test_illuminated_region_refuses_bad_input() -> None:
+    from napari_ptycho.metrics import illuminated_region
+
+    with pytest.raises(ValueError, match="fraction"):
+        illuminated_region([[0, 0]], np.ones((4, 4)), (8, 8), fraction=0)
+    with pytest.raises(ValueError, match="probe"):
+        illuminated_region([[0, 0]], np.ones(4), (8, 8))

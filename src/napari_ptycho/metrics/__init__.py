@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from napari_ptycho.metrics.evaluation import evaluate, fit_metrics
 from napari_ptycho.metrics.frc import ONE_SEVENTH, frc, frc_crossing, halfbit_threshold
-from napari_ptycho.metrics.region import region_mask, scanned_region
+from napari_ptycho.metrics.region import illuminated_region, region_mask, scanned_region
 from napari_ptycho.metrics.registration import (
     Registration,
     apply_shift,
@@ -38,6 +38,6 @@ __all__ = [
     "ONE_SEVENTH", "PSNR_CAP_DB", "Registration", "apply_shift", "chi2", "estimate_shift",
     "evaluate", "fit_metrics", "free_poisson_nll", "frc", "frc_crossing",
     "global_phase_and_scale", "halfbit_threshold", "mae", "nrmse", "poisson_nll", "psnr",
-    "region_mask", "register", "remove_phase_ramp", "scanned_region", "ssim",
+    "illuminated_region", "region_mask", "register", "remove_phase_ramp", "scanned_region", "ssim",
     "wrapped_phase_difference",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from napari_ptycho.metrics._checks import as_mask
 
-__all__ = ["bounding_slices", "region_mask", "scanned_region"]
+__all__ = ["bounding_slices", "illuminated_region", "region_mask", "scanned_region"]
 
 
 def scanned_region(positions: Any, probe_shape: Any, object_shape: Any) -> tuple[slice, slice]:
@@ -49,6 +49,49 @@ def scanned_region(positions: Any, probe_shape: Any, object_shape: Any) -> tuple
         raise ValueError(f"the probe windows at positions {pos.min(axis=0)}..{pos.max(axis=0)} "
                          f"do not overlap the object of shape {oh}")
     return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
+
+
+def illuminated_region(positions: Any, probe: Any, object_shape: Any,
+                       fraction: float = 0.1) -> np.ndarray:
+    """Object pixels whose summed illumination ``Σ_j Σ_modes |P|²`` reaches ``fraction`` of
+    its peak.
+
+    Tighter than :func:`scanned_region` for a focused probe: the box would also score the
+    dark corners of the probe windows, where no method is constrained by the data.
+
+    Parameters
+    ----------
+    positions : array_like, shape (N, 2)
+        Probe-window top-left corners ``(row, col)`` in object pixels (floored, as the
+        forward model cuts its patches).
+    probe : array_like, shape (h, w) or (modes, h, w)
+        The probe (complex); incoherent modes add their intensities.
+    object_shape : tuple of int
+        Object array ``(H, W)``.
+    fraction : float
+        Threshold relative to the peak, in (0, 1].
+
+    Returns
+    -------
+    ndarray of bool, shape ``object_shape``
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}")
+    power = np.abs(np.asarray(probe)) ** 2
+    if power.ndim == 3:
+        power = power.sum(axis=0)
+    if power.ndim != 2:
+        raise ValueError(f"probe must have shape (h, w) or (modes, h, w); got {power.shape}")
+    scanned_region(positions, power.shape, object_shape)  # validates positions and shapes
+    h, w = power.shape
+    oh, ow = (int(s) for s in object_shape)
+    cover = np.zeros((oh, ow))
+    for r, c in np.floor(np.asarray(positions, dtype=np.float64)).astype(int):
+        r0, c0 = max(r, 0), max(c, 0)
+        r1, c1 = min(r + h, oh), min(c + w, ow)
+        if r1 > r0 and c1 > c0:
+            cover[r0:r1, c0:c1] += power[r0 - r:r1 - r, c0 - c:c1 - c]
+    return cover >= fraction * cover.max()
 
 
 def region_mask(region: Any, shape: tuple[int, ...]) -> np.ndarray | None:
