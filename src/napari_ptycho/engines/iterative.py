@@ -206,20 +206,27 @@ class _PIE(IterativeEngine):
         return err
 
     def _exit_wave_change(self, problem: Problem, config: Any, idx: torch.Tensor,
-                          flat: torch.Tensor, amps: torch.Tensor, refine: bool
+                          flat: torch.Tensor, amps: torch.Tensor, refine: bool,
+                          buf: dict[str, torch.Tensor] | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Patches, window probes, χ = P_F(ψ) − ψ and the batch's error sum."""
-        windows = problem.windows
-        patches = problem.obj.view(-1).index_select(0, flat).view(len(idx),
-                                                                   *windows.probe_shape)
+        """Patches, window probes, χ = P_F(ψ) − ψ and the batch's error sum, written into
+        the work arrays ``buf`` (see :meth:`_buffers`) when given."""
+        windows, det = problem.windows, problem.detector
+        buf = buf or {}
+        obj_flat = problem.obj.view(-1)
+        if "patches" in buf:
+            patches = buf["patches"]
+            torch.index_select(obj_flat, 0, flat, out=patches.view(-1))
+        else:
+            patches = obj_flat.index_select(0, flat).view(len(idx), *windows.probe_shape)
         probes = windows.probes(problem.probe, idx)  # (1 or B, M, h, w)
-        psi = probes * patches[:, None]
-        fields = problem.detector.forward(psi)
+        psi = torch.mul(probes, patches.unsqueeze(1), out=buf.get("psi"))
+        fields = det.forward(psi, out=buf.get("fields"))
         if refine:
             step = position_step(problem, fields, amps, patches, idx, config.position_max_step)
             windows.positions[idx] += step
         err = modulus_projection(fields, amps, problem.mask)
-        chi = problem.detector.backward(fields).sub_(psi)
+        chi = det.backward(fields, out=buf.get("chi")).sub_(psi)
         return patches, probes, chi, err
 
     def _probe_numerator(self, problem: Problem, patches: torch.Tensor, chi: torch.Tensor,
@@ -227,9 +234,8 @@ class _PIE(IterativeEngine):
         """Σ_j O_j* χ_j over the batch, each window's sub-pixel shift undone: (M, h, w)."""
         if problem.windows.has_fraction:
             return problem.windows.unshift(patches.conj()[:, None] * chi, idx).sum(dim=0)
-        if problem.probe.shape[0] == 1:
-            return (chi[:, 0] * patches.conj()).sum(dim=0, keepdim=True)
-        return (chi * patches.conj()[:, None]).sum(dim=0)
+        # reduced over the batch without a (B, M, h, w) temporary
+        return torch.linalg.vecdot(patches.unsqueeze(1), chi, dim=0)
 
     def _buffers(self, problem: Problem, b: int) -> dict[str, torch.Tensor]:
         """Work arrays of the parallel step for ``b`` windows (views of ones made once for
@@ -259,27 +265,15 @@ class _PIE(IterativeEngine):
         """
         a_o, s_o, a_p, s_p = self.weights(config)
         s_o, s_p = s_o * self.decay, s_p * self.decay
-        windows, det, probe = problem.windows, problem.detector, problem.probe
+        probe = problem.probe
         b, modes = len(idx), probe.shape[0]
         buf = self._buffers(problem, b)
         obj_flat = problem.obj.view(-1)
-        patches = buf["patches"]
-        torch.index_select(obj_flat, 0, flat, out=patches.view(-1))
-        probes = windows.probes(probe, idx)  # (1 or B, M, h, w)
-        psi = torch.mul(probes, patches.unsqueeze(1), out=buf["psi"])
-        fields = det.forward(psi, out=buf["fields"])
-        if refine:
-            step = position_step(problem, fields, amps, patches, idx, config.position_max_step)
-            windows.positions[idx] += step
-        err = modulus_projection(fields, amps, problem.mask)
-        chi = det.backward(fields, out=buf["chi"]).sub_(psi)
-
+        patches, probes, chi, err = self._exit_wave_change(problem, config, idx, flat, amps,
+                                                           refine, buf)
         if update_probe:
-            # Σ_j O_j* χ_j and Σ_j |O_j|², reduced over the batch without temporaries
-            if windows.has_fraction:
-                p_num = windows.unshift(patches.conj().unsqueeze(1) * chi, idx).sum(dim=0)
-            else:
-                p_num = torch.linalg.vecdot(patches.unsqueeze(1), chi, dim=0)
+            # Σ_j O_j* χ_j and Σ_j |O_j|², before the object step overwrites χ
+            p_num = self._probe_numerator(problem, patches, chi, idx)
             o_den = torch.linalg.vecdot(patches, patches, dim=0).real
         # object: Σ_j P_j* χ_j over the batch ÷ the regularised summed illumination
         if modes == 1:
