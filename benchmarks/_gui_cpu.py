@@ -18,25 +18,7 @@ from __future__ import annotations
 import os
 import time
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _stat_cpu(path: str) -> float:
-    try:
-        with open(path) as fh:
-            stat = fh.read()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _comm(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
+from napari_ptycho._threads import RENDER_THREAD_PREFIXES, thread_cpu_seconds, thread_name
 
 
 def _xserver_pid() -> int | None:
@@ -45,7 +27,7 @@ def _xserver_pid() -> int | None:
     if not display or not os.path.isdir("/proc"):
         return None
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or _comm(f"/proc/{entry}/comm") != "Xvfb":
+        if not entry.isdigit() or thread_name(f"/proc/{entry}") != "Xvfb":
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
@@ -64,16 +46,16 @@ def cpu_by_role(xserver: int | None) -> dict[str, float]:
         return out
     pid = os.getpid()
     for tid in os.listdir("/proc/self/task"):
-        path = f"/proc/self/task/{tid}"
-        cpu = _stat_cpu(path + "/stat")
+        task = f"/proc/self/task/{tid}"
+        cpu = thread_cpu_seconds(task) or 0.0
         if int(tid) == pid:
             out["main"] += cpu
-        elif _comm(path + "/comm").startswith(("llvmpipe", "softpipe")):
+        elif thread_name(task).startswith(RENDER_THREAD_PREFIXES):
             out["render"] += cpu
         else:
             out["engine"] += cpu
     if xserver is not None:
-        out["xserver"] = _stat_cpu(f"/proc/{xserver}/stat")
+        out["xserver"] = thread_cpu_seconds(f"/proc/{xserver}") or 0.0
     return out
 
 

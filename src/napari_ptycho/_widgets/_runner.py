@@ -22,8 +22,6 @@ can be driven this way.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qtpy.QtCore import QTimer
+
+from napari_ptycho._threads import gui_cpu_seconds
 
 
 class RunFailed(Exception):
@@ -77,47 +77,6 @@ class RunContext:
     def parameters(self) -> dict[str, Any]:
         """Method name plus every Config field (what result files store)."""
         return {"method": self.method, **dataclasses.asdict(self.config)}
-
-
-#: name prefixes of threads that draw for the main thread: Mesa's software rasterisers
-RENDER_THREAD_PREFIXES = ("llvmpipe", "softpipe")
-
-
-def _task_cpu(path: str) -> float | None:
-    """CPU seconds (user + system) of one thread from its ``/proc`` stat file."""
-    try:
-        with open(path + "/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return None  # the thread ended
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def gui_cpu_seconds() -> float:
-    """CPU seconds spent so far on drawing the GUI; call it from the main thread.
-
-    That is the main thread's CPU time plus, on Linux, that of the software-OpenGL
-    rasteriser threads (Mesa's llvmpipe), which do the pixel work of every repaint for
-    the main thread. Elsewhere (or on a GPU driver) only the main thread is counted.
-    """
-    total = time.thread_time()
-    if not sys.platform.startswith("linux"):
-        return total
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return total
-    for tid in tids:
-        path = f"/proc/self/task/{tid}"
-        try:
-            with open(path + "/comm") as fh:
-                name = fh.read()
-        except OSError:
-            continue
-        if name.startswith(RENDER_THREAD_PREFIXES):
-            total += _task_cpu(path) or 0.0
-    return total
 
 
 def activity_spinners() -> list[Any]:
