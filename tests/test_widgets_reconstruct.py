@@ -135,6 +135,19 @@ def test_parameters_persist_between_sessions_and_restore_defaults(make_napari_vi
         w.deleteLater()
 
 
+def test_only_changed_parameters_are_remembered(make_napari_viewer):
+    # a remembered copy of an unchanged default would pin it when a later version
+    # improves the default
+    from napari_ptycho._widgets._settings import WidgetSettings
+
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, iterations=17)
+    assert WidgetSettings("reconstruct").get("slow_test") == {"iterations": 17}
+    dock.form.set_values({"iterations": 40})  # back to the default: nothing to remember
+    assert WidgetSettings("reconstruct").get("slow_test") == {}
+    dock.deleteLater()
+
+
 def test_continue_from_result_warm_starts_a_new_run(make_napari_viewer, scan):
     viewer = make_napari_viewer()
     add_scan(viewer, scan)

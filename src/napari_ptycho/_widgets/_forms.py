@@ -133,6 +133,12 @@ class ConfigForm:
         """Current values of the shown fields, typed; ValueError names a malformed field."""
         return {name: self._parse(name) for name in self._kinds}
 
+    def changed_values(self) -> dict[str, Any]:
+        """The shown fields whose value differs from the dataclass default: what is worth
+        remembering, so that a default improved in a later version reaches the user
+        instead of being pinned by a remembered copy of the old one."""
+        return {k: v for k, v in self.values().items() if v != self.defaults.get(k)}
+
     def config(self, **fixed: Any) -> Any:
         """A validated Config instance from the form (``fixed`` overrides hidden fields)."""
         kwargs = {**self.values(), **fixed}

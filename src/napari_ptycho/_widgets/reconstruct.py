@@ -237,7 +237,7 @@ class ReconstructionWidget(QWidget):
         if self.form is None:
             return
         try:
-            values = self.form.values()
+            values = self.form.changed_values()
         except ValueError:
             return  # half-typed number: remember it once it parses
         self.settings.set(self.method_box.currentText(), values)
@@ -289,7 +289,7 @@ class ReconstructionWidget(QWidget):
         self._show(ctx, init if init is not None else initial_state(ctx), init)
         layer.visible = False  # detector pixels would swamp the object's nm frame
         self.viewer.reset_view()
-        self.settings.set(method, self.form.values())
+        self.settings.set(method, self.form.changed_values())
         release_text_focus(self)
         self.runner.start(ctx)
         self._set_running(True)
