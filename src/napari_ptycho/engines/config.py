@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -35,3 +36,26 @@ class BaseConfig:
         if str(self.device).lower() not in ("auto", "cpu") and not str(
                 self.device).lower().startswith("cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
+
+
+def check_unit(name: str, value: float, low_open: bool = True) -> None:
+    """Refuse a fraction outside (0, 1] (or [0, 1] when ``low_open`` is False).
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name, for the message.
+    value : float
+        The value to check; NaN and infinities are refused too.
+    low_open : bool
+        Whether 0 itself is refused (step sizes and relaxations: 0 would freeze the run).
+
+    Raises
+    ------
+    ValueError
+        If ``value`` lies outside the interval.
+    """
+    ok = (0 < value <= 1) if low_open else (0 <= value <= 1)
+    if not (math.isfinite(value) and ok):
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"{name} must be in {interval} (got {value})")

@@ -21,7 +21,6 @@ windows, run loop) lives in :mod:`napari_ptycho.engines.common`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +37,7 @@ from napari_ptycho.engines.common import (
     modulus_projection,
     position_step,
 )
-
-
-def _check_unit(name: str, value: float, low_open: bool = True) -> None:
-    ok = (0 < value <= 1) if low_open else (0 <= value <= 1)
-    if not (math.isfinite(value) and ok):
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"{name} must be in {interval} (got {value})")
+from napari_ptycho.engines.config import check_unit
 
 
 @dataclass
@@ -82,7 +75,7 @@ class PIEConfig(PtychoConfig):
         if int(self.sequential_iterations) < 0:
             raise ValueError(f"sequential_iterations must be >= 0 "
                              f"(got {self.sequential_iterations})")
-        _check_unit("final_step_fraction", self.final_step_fraction)
+        check_unit("final_step_fraction", self.final_step_fraction)
 
 
 @dataclass
@@ -104,8 +97,8 @@ class EPIEConfig(PIEConfig):
     def validate(self) -> None:
         """Refuse impossible values (raises ValueError)."""
         super().validate()
-        _check_unit("alpha", self.alpha)
-        _check_unit("beta", self.beta)
+        check_unit("alpha", self.alpha)
+        check_unit("beta", self.beta)
 
 
 @dataclass
@@ -134,8 +127,8 @@ class RPIEConfig(PIEConfig):
     def validate(self) -> None:
         """Refuse impossible values (raises ValueError)."""
         super().validate()
-        _check_unit("alpha", self.alpha, low_open=False)
-        _check_unit("beta", self.beta, low_open=False)
+        check_unit("alpha", self.alpha, low_open=False)
+        check_unit("beta", self.beta, low_open=False)
 
 
 class _PIE(IterativeEngine):

@@ -31,7 +31,7 @@ from napari_ptycho.engines.common import (
     data_error,
     modulus_projection,
 )
-from napari_ptycho.engines.iterative import _check_unit
+from napari_ptycho.engines.config import check_unit
 from napari_ptycho.engines.raster_gauge import RasterGauge, probe_bandwidth
 
 
@@ -101,7 +101,7 @@ class RAARConfig(DMConfig):
     def validate(self) -> None:
         """Refuse impossible values (raises ValueError)."""
         super().validate()
-        _check_unit("beta", self.beta)
+        check_unit("beta", self.beta)
 
 
 class _Projections(IterativeEngine):
