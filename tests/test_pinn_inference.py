@@ -83,3 +83,23 @@ def test_channels_last_weights_survive_save_and_load(tmp_path):
         for a, b in zip(model(x), loaded(x), strict=True):
             torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert loaded.encoder[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_amplitude_headroom_scales_the_sigmoid_and_old_cards_keep_the_unit_range(tmp_path):
+    torch.manual_seed(3)
+    x = torch.rand(2, 4, 32, 32)
+    plain = PinnNet(PinnArch(32, 4, 4, "group")).eval()
+    roomy = PinnNet(PinnArch(32, 4, 4, "group", amplitude_max=1.25)).eval()
+    roomy.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(roomy(x)[0], 1.25 * plain(x)[0])
+        torch.testing.assert_close(roomy(x)[1], plain(x)[1])
+    # a card written before the option existed loads with the paper's [0, 1] range
+    path = save_model(plain, tmp_path / "old.pt", {})
+    card = path.with_suffix(".json")
+    text = card.read_text().replace('"amplitude_max": 1.0', '"_dropped": 0')
+    card.write_text(text.replace(',\n    "_dropped": 0', ""))
+    assert "amplitude_max" not in card.read_text()
+    assert load_model(path)[0].arch.amplitude_max == 1.0
+    with pytest.raises(ValueError, match="amplitude_max"):
+        PinnArch(32, 4, 4, amplitude_max=0.0).validate()

@@ -168,7 +168,7 @@ class _PinnTrainer:
         else:
             arch = PinnArch(int(config.pattern_size), int(config.group_size),
                             int(config.filters), GAUGE_OF_VARIANT[self.variant],
-                            float(config.phase_limit))
+                            float(config.phase_limit), float(config.amplitude_max))
             arch.validate()
             model = PinnNet(arch).to(device)
         supervised = self.variant == "supervised"

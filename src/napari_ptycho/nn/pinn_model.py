@@ -55,6 +55,11 @@ class PinnArch:
         same complex number, so a network can saturate half its pixels at +π and half at
         −π and look like a flat object of phase π (seen in training, docs/pinn.md); a
         limit below π keeps the ends apart.
+    amplitude_max : float
+        Amplitude = ``amplitude_max · sigmoid(logit)``. With 1 (the paper's range) a
+        transmission of 1 — the background of every simulated object — sits on the
+        sigmoid's asymptote, where its gradient vanishes; a little headroom (1.25) puts it
+        at a finite logit (docs/pinn.md, "Why training is slow").
     """
 
     n: int = 64
@@ -62,6 +67,7 @@ class PinnArch:
     filters: int = 16
     gauge: str = "none"
     phase_limit: float = math.pi
+    amplitude_max: float = 1.0
 
     def validate(self) -> None:
         """Refuse sizes the network cannot represent (raises ValueError)."""
@@ -73,6 +79,8 @@ class PinnArch:
             raise ValueError(f"filters must be >= 1 (got {self.filters})")
         if not (math.isfinite(self.phase_limit) and 0 < self.phase_limit <= math.pi):
             raise ValueError(f"phase_limit must be in (0, pi] (got {self.phase_limit})")
+        if not (math.isfinite(self.amplitude_max) and 0 < self.amplitude_max <= 4):
+            raise ValueError(f"amplitude_max must be in (0, 4] (got {self.amplitude_max})")
         if self.gauge not in GAUGES:
             raise ValueError(f"gauge must be one of {GAUGES} (got {self.gauge!r})")
 
@@ -120,7 +128,10 @@ class PinnNet(nn.Module):
             logits = logits - logits.mean(dim=(1, 2, 3), keepdim=True)
         elif self.arch.gauge == "patch":
             logits = logits - logits.mean(dim=(2, 3), keepdim=True)
-        return torch.sigmoid(out[:, :k]), float(self.arch.phase_limit) * torch.tanh(logits)
+        amp = torch.sigmoid(out[:, :k])
+        if self.arch.amplitude_max != 1:
+            amp = float(self.arch.amplitude_max) * amp
+        return amp, float(self.arch.phase_limit) * torch.tanh(logits)
 
     def patches(self, amplitudes: torch.Tensor) -> torch.Tensor:
         """Complex patches (B, K, N/2, N/2)."""
