@@ -132,18 +132,26 @@ def fidelity(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                               update_probe=False, probe_init="given", seed=args.seed,
                               device=args.device)
             rows["epie_known_probe"][kind] = score(rec.object, data)
+    trained = dict(item.split("=", 1) for item in args.trained)
     for method in args.methods:
-        t0 = time.perf_counter()
-        result = reconstruct(train, method, iterations=args.epochs, filters=args.filters,
-                             batch_size=args.batch_size, seed=args.seed, device=args.device,
-                             save_dir=str(workdir / method), update_every=args.epochs,
-                             cpu_threads=args.threads, max_groups=args.max_groups,
-                             learning_rate=args.lr,
-                             amplitude_max=args.amplitude_max)
-        seconds = time.perf_counter() - t0
-        model = result.extras["model_path"]
-        rows[method] = {"train_seconds": seconds, "final_loss": result.errors[-1],
-                        "model_path": model}
+        if method in trained:  # a model trained earlier with these settings (its card says)
+            model = trained[method]
+            card = json.loads(Path(model).with_suffix(".json").read_text())
+            seconds = float(card.get("train_seconds", 0.0))
+            rows[method] = {"train_seconds": seconds, "final_loss": card.get("loss"),
+                            "model_path": model, "reused": True}
+        else:
+            t0 = time.perf_counter()
+            result = reconstruct(train, method, iterations=args.epochs, filters=args.filters,
+                                 batch_size=args.batch_size, seed=args.seed,
+                                 device=args.device, save_dir=str(workdir / method),
+                                 update_every=args.epochs, cpu_threads=args.threads,
+                                 max_groups=args.max_groups, learning_rate=args.lr,
+                                 amplitude_max=args.amplitude_max)
+            seconds = time.perf_counter() - t0
+            model = result.extras["model_path"]
+            rows[method] = {"train_seconds": seconds, "final_loss": result.errors[-1],
+                            "model_path": model}
         if method != "supervised":
             rows[method]["nll_on_training_scan"] = objective(train, model)
         for kind, data in tests.items():
@@ -322,6 +330,10 @@ def main() -> None:
     p.add_argument("--amplitude-max", type=float, default=1.0,
                    help="amplitude = this x sigmoid in every trained model")
     p.add_argument("--max-groups", type=int, default=0)
+    p.add_argument("--trained", nargs="*", default=[], metavar="METHOD=PATH",
+                   help="score these models instead of training them (e.g. "
+                   "pinn=src/napari_ptycho/weights/pinn_default.pt, trained "
+                   "with --epochs 150 --filters 16 --train-copies 8)")
     p.add_argument("--copy-models", type=Path, default=None,
                    help="keep the trained models in this folder")
     p.add_argument("--epie-iterations", type=int, default=100)
@@ -355,7 +367,7 @@ def main() -> None:
 
                 args.copy_models.mkdir(parents=True, exist_ok=True)
                 for method in args.methods:
-                    for f in Path(tmp, method).glob("*"):
+                    for f in Path(tmp, method).glob("*") if Path(tmp, method).is_dir() else []:
                         shutil.copy(f, args.copy_models / f.name)
         if args.skip != "speed":
             from napari_ptycho.engines.pinn import DEFAULT_MODEL

@@ -153,13 +153,15 @@ def main() -> None:
     d = res["direct"]
     rows = [("direct patches", d), ("network, no gauge", res["gauge"]["none"]),
             ("network, group gauge", res["gauge"]["group"])]
-    print("| fit | NLL (truth {:.0f}) | amp PSNR uniform / probe | phase PSNR uniform / probe |"
-          .format(d["nll_truth"]))
-    print("|---|---|---|---|")
+    print("| fit | NLL (truth {:.0f}) | amp PSNR uniform / probe | phase PSNR uniform / probe "
+          "| lit region: amp PSNR uniform / probe | phase PSNR uniform / probe | "
+          "FRC50 phase uniform / probe |".format(d["nll_truth"]))
+    print("|---|---|---|---|---|---|---|")
     for name, r in rows:
-        print(f"| {name} | {r['nll']:.0f} | {r['uniform_psnr_amplitude']:.1f} / "
-              f"{r['probe_psnr_amplitude']:.1f} | {r['uniform_psnr_phase']:.1f} / "
-              f"{r['probe_psnr_phase']:.1f} |")
+        cells = [f"{r['uniform_' + k]:.{f}f} / {r['probe_' + k]:.{f}f}" for k, f in (
+            ("psnr_amplitude", 1), ("psnr_phase", 1), ("lit_psnr_amplitude", 1),
+            ("lit_psnr_phase", 1), ("lit_frc50_phase", 3))]
+        print(f"| {name} | {r['nll']:.0f} | " + " | ".join(cells) + " |")
     if args.out:
         args.out.write_text(text)
 
