@@ -49,6 +49,9 @@ class PinnConfig(BaseConfig):
         Phase activation bound of a new model: phase = phase_limit · tanh(·), in (0, π].
         π/2 by default: at π a network can park pixels at ±π (the same complex number)
         and stall at a flat object (docs/pinn.md).
+    amplitude_max : float
+        Amplitude range of a new model: amplitude = amplitude_max · sigmoid(·). Above 1
+        the transmission 1 is reachable at a finite logit (docs/pinn.md).
     cpu_threads : int
         Torch threads while training on the CPU (restored afterwards; 0 = leave torch's
         setting). One is the default: the steps are small, and on a shared 2-core machine
@@ -69,6 +72,7 @@ class PinnConfig(BaseConfig):
     save_dir: str = ""
     max_groups: int = 0
     phase_limit: float = math.pi / 2
+    amplitude_max: float = 1.0
     cpu_threads: int = 1
 
     def validate(self) -> None:

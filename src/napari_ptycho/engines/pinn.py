@@ -92,14 +92,16 @@ def loss_of(variant: str, model: Any, scan: Any, idx: Any, scale: Any) -> Any:
     return nll.mean()
 
 
-def predict_object(model: Any, scan: Any, batch: int = 256, out: Any = None,
+def predict_object(model: Any, scan: Any, batch: int = 32, out: Any = None,
                    start: int = 0, stop: int | None = None, weighting: str = "uniform"
                    ) -> tuple[Any, Any]:
     """Stitch the model's patches for groups ``start:stop`` into the object frame.
 
     ``weighting="uniform"`` is eq. 1's normalisation; ``"probe"`` weights every patch
     pixel by the probe intensity (:func:`~napari_ptycho.nn.pinn_model.probe_weight`;
-    uniform when the scan has no probe).
+    uniform when the scan has no probe). The network runs ``batch`` groups at a time
+    (activations of 32 groups stay in cache: 2.8x faster than 256 at once on one CPU
+    thread, docs/benchmarks.md) and all patches are stitched in one call.
     """
     if weighting not in STITCH_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {STITCH_WEIGHTINGS} (got {weighting!r})")
@@ -109,17 +111,16 @@ def predict_object(model: Any, scan: Any, batch: int = 256, out: Any = None,
 
     n = scan.counts.shape[-1]
     stop = len(scan.groups) if stop is None else stop
-    obj = None
     weight = probe_weight(scan.probe, n // 2) if weighting == "probe" else None
-    with torch.no_grad():
-        for lo in range(start, stop, batch):
-            groups = scan.groups[lo:min(lo + batch, stop)]
-            patches = model.patches(scan.inputs[groups])
-            obj, *sums = stitch(patches.reshape(-1, *patches.shape[-2:]),
-                                scan.positions[groups.reshape(-1)], scan.object_shape, n,
-                                out=out, weight=weight)
-            out = tuple(sums)
-    return obj, out
+    groups = scan.groups[start:stop]
+    with torch.inference_mode():
+        patches = torch.cat([model.patches(scan.inputs[groups[lo:lo + batch]]
+                                           .contiguous(memory_format=torch.channels_last))
+                             for lo in range(0, len(groups), batch)])
+        obj, *sums = stitch(patches.reshape(-1, *patches.shape[-2:]),
+                            scan.positions[groups.reshape(-1)], scan.object_shape, n,
+                            out=out, weight=weight)
+    return obj, tuple(sums)
 
 
 class _PinnTrainer:
@@ -167,7 +168,7 @@ class _PinnTrainer:
         else:
             arch = PinnArch(int(config.pattern_size), int(config.group_size),
                             int(config.filters), GAUGE_OF_VARIANT[self.variant],
-                            float(config.phase_limit))
+                            float(config.phase_limit), float(config.amplitude_max))
             arch.validate()
             model = PinnNet(arch).to(device)
         supervised = self.variant == "supervised"

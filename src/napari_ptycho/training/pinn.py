@@ -116,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-source", choices=("auto", "data", "rpie"), default="auto")
     parser.add_argument("--max-groups", type=int, default=0)
     parser.add_argument("--train-scale", action="store_true")
+    parser.add_argument("--amplitude-max", type=float, default=1.0,
+                        help="amplitude = this x sigmoid (1 = the paper's [0, 1]; "
+                        "1.25 learns faster, docs/pinn.md)")
     parser.add_argument("--init", default="", help="start from these weights (fine-tune)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -154,6 +157,7 @@ def main(args: argparse.Namespace) -> int:
                        pattern_size=args.pattern_size, group_size=args.group_size,
                        resize=args.resize, probe_source=args.probe_source,
                        max_groups=args.max_groups, train_scale=args.train_scale,
+                       amplitude_max=args.amplitude_max,
                        model_path=args.init, cpu_threads=args.threads,
                        seed=args.seed, device=args.device, save_dir=str(out),
                        update_every=max(1, int(args.preview_every or args.epochs))):
