@@ -66,9 +66,9 @@ class PtyINRConfig(BaseConfig):
     beta : float
         SmoothL1 transition β, in units of the largest measured amplitude (the paper's
         range is 1e-4–1e-1). Residuals below β are squared, residuals above it count by
-        their absolute value. Default 0.02: in the benchmark it scored 4–14 dB higher
-        than least squares (β = 1) at 50 % and 30 % overlap and with Gaussian noise, and
-        2.4 dB lower at 90 % (docs/benchmarks.md).
+        their absolute value. Default 0.02: in the second session's benchmark (before
+        the probe-normalisation fix) it scored 4–14 dB higher than least squares (β = 1)
+        at 50 % and 30 % overlap and with Gaussian noise, and 2.4 dB lower at 90 %.
     loss : str
         "smoothl1" (the paper's: SmoothL1(β) of √I) or "poisson" (our option, not in the
         paper: the Poisson deviance of I, for photon-starved data; ``beta`` is unused).
