@@ -5,10 +5,12 @@ with unknown probes". The object is two SIRENs (amplitude, phase) of the normali
 coordinates, the probe a multi-resolution hash grid with ReLU MLP heads (or a known probe).
 Each step evaluates the object only on the pixels the batch's windows cover, builds the
 exit waves with the shared forward model (sub-pixel positions shift the probe, as in the
-simulator), and takes one Adam step on SmoothL1(β) between √I_measured and √I_predicted.
-The probe is normalised, ``P / max|P|``, at every step; a learned global scale ``s``
-(``I = s² |F(P·O)|²``, started from a least-squares fit) keeps model and data on the same
-footing. ``λ · mean(A_P)`` keeps the probe compact during the first ``probe_reg_steps``.
+simulator), and takes one Adam step on SmoothL1(β) between √I_measured and √I_predicted
+(or, as our option, the Poisson deviance of I). The probe is normalised, ``P / max|P|``,
+at every step (after ``anchor_steps`` the gradient is that of the RMS normalisation); a
+learned global scale ``s`` (``I = s² |F(P·O)|²``, started from a least-squares fit) keeps
+model and data on the same footing. ``λ · mean(A_P)`` keeps the probe compact during the
+first ``probe_reg_steps``.
 
 Everything shared with the other 2D engines (validation, native-layout amplitudes, probe
 guess, windows, detector, error metric) comes from :mod:`napari_ptycho.engines.common`.
