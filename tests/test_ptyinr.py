@@ -174,6 +174,53 @@ def test_tiny_joint_fit_improves_object_and_probe(tiny_scan):
     assert probe1 < 0.5 * probe0
 
 
+def test_probe_peak_pixel_moves_once_the_anchor_is_released(tiny_scan):
+    """P / max|P| has the same value either way, but only the released normalisation lets
+    the brightest pixel itself change (through max() its value is pinned at 1)."""
+    from napari_ptycho.engines._ptyinr_fit import Fit
+
+    fit = Fit(tiny_scan, _tiny_config(), None)
+    grads = {}
+    for anchored in (True, False):
+        probe, _ = fit.probe(anchored=anchored)
+        peak = int(probe.abs().argmax())
+        assert float(probe.abs().reshape(-1)[peak]) == pytest.approx(1.0, abs=1e-6)
+        fit.probe_field.zero_grad(set_to_none=False)
+        probe.abs().reshape(-1)[peak].backward()
+        grads[anchored] = sum(float(q.grad.abs().sum()) for q in fit.probe_field.parameters())
+    assert grads[True] < 1e-6 * grads[False]
+    assert grads[False] > 0
+    released, _ = fit.probe(anchored=False)
+    anchored, _ = fit.probe(anchored=True)
+    torch.testing.assert_close(released, anchored)
+
+
+def test_poisson_deviance_is_zero_at_the_data_and_ignores_the_photon_scale():
+    from napari_ptycho.engines._ptyinr_fit import _data_loss
+
+    gen = torch.Generator().manual_seed(0)
+    meas = torch.poisson(torch.full((2, 8, 8), 0.7), generator=gen).sqrt()  # many zeros
+    assert float((meas == 0).float().mean()) > 0.2
+    floor = 1e-3
+    exact = _data_loss(torch.sqrt(meas.square() + floor ** 2), meas, None, 0.02, "poisson")
+    assert 0 <= float(exact) < 1e-4
+    # the best uniform model scale is the same whatever unit the counts are in
+    scales = torch.linspace(0.5, 1.5, 101)
+    model = torch.full_like(meas, 0.8)
+    best = [float(scales[torch.stack([_data_loss(s * c * model, c * meas, None, 0.02,
+                                                 "poisson") for s in scales]).argmin()])
+            for c in (1.0, 10.0)]
+    assert best[0] == pytest.approx(best[1])
+    assert float(_data_loss(model, meas, None, 0.02, "poisson")) > 0
+
+
+def test_poisson_loss_run_lowers_its_loss(tiny_scan):
+    snaps = list(stream(tiny_scan, "ptyinr", config=_tiny_config(iterations=15,
+                                                                 loss="poisson")))
+    losses = snaps[-1].extras["loss_history"]
+    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0]
+
+
 @pytest.mark.parametrize("failure", ["nan", "diverge"])
 def test_nan_or_divergence_stops_with_step_and_keeps_finite_snapshot(tiny_scan, monkeypatch,
                                                                       failure):
@@ -182,9 +229,9 @@ def test_nan_or_divergence_stops_with_step_and_keeps_finite_snapshot(tiny_scan, 
     real = _ptyinr_fit._data_loss
     calls = {"n": 0}
 
-    def broken(pred, meas, mask, beta):
+    def broken(*args):
         calls["n"] += 1
-        loss = real(pred, meas, mask, beta)
+        loss = real(*args)
         if calls["n"] >= 4:
             return loss * (float("nan") if failure == "nan" else 1e6)
         return loss
@@ -240,7 +287,8 @@ def test_exact_sampling_and_minibatches_run(tiny_scan):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("preset", "huge"), ("first_omega", 0.0), ("beta", -1.0), ("render_every", 0),
-    ("object_lr", float("nan")), ("sampling", "random")])
+    ("object_lr", float("nan")), ("sampling", "random"), ("loss", "l2"),
+    ("anchor_steps", -1)])
 def test_bad_parameters_are_value_errors_naming_the_field(tiny_scan, field, value):
     with pytest.raises(ValueError, match=field):
         list(stream(tiny_scan, "ptyinr", config=_tiny_config(**{field: value})))

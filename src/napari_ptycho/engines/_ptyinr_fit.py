@@ -75,12 +75,17 @@ class Fit:
                             if self.learn_probe else None)
         self.log_scale = torch.zeros((), device=dev, requires_grad=True)
         self.amax = float(p.amplitudes.max())
-        # the data term is divided by its value for an all-dark model, so it starts near 1
-        # whatever the photon count, detector size or β (λ of the regulariser is relative)
-        zero = torch.zeros((), device=dev)
-        self.loss_norm = 1.0 / max(float(_smooth_l1(zero.expand_as(p.amplitudes),
-                                                    p.amplitudes / self.amax, p.mask,
-                                                    config.beta)), 1e-30)
+        # the data term is divided by its value for an all-dark model (SmoothL1) or by the
+        # mean measured intensity (Poisson deviance), so it starts near 1 whatever the
+        # photon count, detector size or β (λ of the regulariser is relative)
+        self.loss_kind = config.loss
+        if self.loss_kind == "poisson":
+            norm = _masked_mean((p.amplitudes / self.amax).square(), p.mask)
+        else:
+            zero = torch.zeros((), device=dev)
+            norm = _smooth_l1(zero.expand_as(p.amplitudes), p.amplitudes / self.amax,
+                              p.mask, config.beta)
+        self.loss_norm = 1.0 / max(float(norm), 1e-30)
         self.positions = p.windows.positions.cpu().numpy().copy()
         self._evaluate = self.object_field
         if config.compile:
@@ -123,12 +128,28 @@ class Fit:
                              dim=-1).float()
         return self.object_at(coords)
 
-    def probe(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Peak-normalised probe (h, w) and its amplitude before normalisation (or None)."""
+    def probe(self, anchored: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Peak-normalised probe (h, w) and its amplitude before normalisation (or None).
+
+        The value divides by max|P| (P / max|P|, as in the paper), but the gradient is
+        that of dividing by the RMS amplitude: through max() the brightest pixel's own
+        value could never change (it is 1 whatever the network does), which froze the
+        central spike of the data-derived estimate and made the object carry a dot grid
+        at the scan period to compensate (issue #8: object amplitude 11 dB at 50 %
+        overlap, 36 dB after). Dividing by a norm with its gradient still removes the
+        probe's overall scale (the learned scale s holds it), which keeps the fit stable;
+        dividing by a detached max did not. ``anchored`` (the first ``anchor_steps``)
+        keeps the gradient through max|P|: pinning one pixel steadies the start of a
+        sparse fit (at 30 % overlap the fit failed without it).
+        """
         if self.probe_field is None:
             return self.fixed_probe, None
         field, amp = self.probe_field(self.probe_coords)
-        peak = field.abs().max().clamp(min=1e-30)
+        magnitude = field.abs()
+        rms = magnitude.square().mean().sqrt().clamp(min=1e-30)
+        peak = magnitude.max().clamp(min=1e-30)
+        if not anchored:
+            peak = rms * (peak / rms).detach()
         return (field / peak).reshape(self.probe_shape), amp / peak
 
     def exit_waves(self, idx: torch.Tensor, probe: torch.Tensor,
@@ -171,11 +192,11 @@ class Fit:
         p, cfg = self.problem, self.config
         self._schedule(k)
         idx, union = self._batch()
-        probe, amp = self.probe()
+        probe, amp = self.probe(anchored=k < cfg.anchor_steps)
         pred = self.model_amplitudes(idx, probe, union)
         meas = p.amplitudes.index_select(0, idx)
         loss = self.loss_norm * _data_loss(pred / self.amax, meas / self.amax, p.mask,
-                                           cfg.beta)
+                                           cfg.beta, self.loss_kind)
         if amp is not None and k < cfg.probe_reg_steps and cfg.probe_reg > 0:
             loss = loss + cfg.probe_reg * amp.mean()
         self.opt_object.zero_grad(set_to_none=True)
@@ -208,7 +229,7 @@ class Fit:
             pred = self.model_amplitudes(self._all, self.probe()[0], self._all_union)
             return self.loss_norm * float(_data_loss(pred / self.amax,
                                                      p.amplitudes / self.amax, p.mask,
-                                                     self.config.beta))
+                                                     self.config.beta, self.loss_kind))
 
     # ------------------------------------------------------------------- init & state
     def _fit_scale(self) -> None:
@@ -311,14 +332,31 @@ def _plain(value: Any) -> Any:
 
 
 def _data_loss(pred: torch.Tensor, meas: torch.Tensor, mask: torch.Tensor | None,
-               beta: float) -> torch.Tensor:
-    """SmoothL1(β) between predicted and measured amplitudes (mean over valid pixels)."""
+               beta: float, kind: str = "smoothl1") -> torch.Tensor:
+    """Data term between predicted and measured amplitudes (mean over valid pixels).
+
+    "smoothl1": SmoothL1(β) of the amplitudes (the paper's loss). "poisson": the Poisson
+    deviance of the intensities, ``I_p − I_m − I_m log(I_p / I_m)`` (zero for a perfect
+    model). It is the negative log-likelihood of photon counts minus its minimum, and its
+    minimiser does not change when counts and model are rescaled by one factor, so the
+    photon scale need not be known.
+    """
+    if kind == "poisson":
+        model, data = pred.square(), meas.square()
+        log_ratio = torch.log(model) - torch.log(data.clamp(min=1e-30))
+        per_pixel = model - data - data * torch.where(data > 0, log_ratio,
+                                                      torch.zeros_like(log_ratio))
+        return _masked_mean(per_pixel, mask)
     return _smooth_l1(pred, meas, mask, beta)
+
+
+def _masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return per_pixel.mean()
+    return (per_pixel * mask).sum() / (mask.sum() * per_pixel.shape[0])
 
 
 def _smooth_l1(pred: torch.Tensor, meas: torch.Tensor, mask: torch.Tensor | None,
                beta: float) -> torch.Tensor:
     per_pixel = torch.nn.functional.smooth_l1_loss(pred, meas, beta=beta, reduction="none")
-    if mask is None:
-        return per_pixel.mean()
-    return (per_pixel * mask).sum() / (mask.sum() * pred.shape[0])
+    return _masked_mean(per_pixel, mask)
