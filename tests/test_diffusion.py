@@ -293,3 +293,34 @@ def test_dock_streams_diffusion_timesteps_into_layers(make_napari_viewer, qtbot,
     assert its == sorted(its) and its[-1] > its[0]
     assert all(r.unit == "timestep" and r.method == "diffusion" for r in seen)
     assert seen[-1].object.shape == tiny_scan.object_shape
+
+
+def test_train_command_continues_a_prior_with_its_architecture_and_step_count(tmp_path):
+    from napari_ptycho.training import diffusion as train
+
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "recon.npy", (rng.random((48, 48)) * np.exp(1j * rng.random(
+        (48, 48)))).astype(np.complex64))
+    common = [str(tmp_path / "recon.npy"), "--size", "16", "--batch", "2",
+              "--synthetic-fraction", "0", "--threads", "1"]
+
+    def run(*extra: str) -> int:
+        parser = argparse.ArgumentParser()
+        train.add_arguments(parser)
+        return train.main(parser.parse_args(common + list(extra)))
+
+    assert run("-o", str(tmp_path / "a"), "--base", "8", "--steps", "3") == 0
+    first, _, _ = load_prior(str(tmp_path / "a"))
+    # --base is ignored: the architecture comes from the prior being continued
+    assert run("-o", str(tmp_path / "b"), "--base", "16", "--steps", "2",
+               "--init", str(tmp_path / "a")) == 0
+    card = json.loads((tmp_path / "b" / "diffusion_prior.json").read_text())
+    assert card["steps"] == 5 and card["init"]["steps"] == 3
+    assert "--init" in card["command"] and card["unet"]["base"] == 8
+    second, _, _ = load_prior(str(tmp_path / "b"))
+    moved = [not torch.equal(p, q) for p, q in zip(first.state_dict().values(),
+                                                   second.state_dict().values(), strict=True)]
+    assert any(moved)
+    with pytest.raises(ValueError, match="--init"):
+        run("-o", str(tmp_path / "c"), "--size", "32", "--steps", "1",
+            "--init", str(tmp_path / "a"))
