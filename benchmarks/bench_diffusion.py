@@ -51,7 +51,9 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
     else:
         kw.update(iterations=args.steps, zeta=args.zeta, time_travel=args.travel,
                   travel_every=args.travel_every, update_every=10 ** 6,
-                  dc_steps=args.dc_steps, polish=args.polish, samples=args.samples)
+                  dc_steps=args.dc_steps, polish=args.polish, samples=args.samples,
+                  dc_noise=args.dc_noise, final_denoise=args.final_denoise,
+                  final_draws=args.final_draws, prior=args.prior)
     t0 = time.perf_counter()
     res = reconstruct(data, method, **kw)
     wall = time.perf_counter() - t0
@@ -130,9 +132,24 @@ def _pm(value: tuple[float, float] | None) -> str:
     return "–" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
 
 
-def label(method: str, samples: int) -> str:
-    """Row label: the diffusion engine's posterior-sample count when it averages several."""
-    return f"{method}, mean of {samples}" if method == "diffusion" and samples > 1 else method
+def label(method: str, settings: dict) -> str:
+    """Row label: for the diffusion engine, the settings that differ from the defaults
+    (posterior samples averaged, annealed data consistency, polish, final denoising,
+    another prior)."""
+    if method != "diffusion":
+        return method
+    parts = [method]
+    if int(settings.get("samples", 1)) > 1:
+        parts.append(f"mean of {settings['samples']}")
+    if float(settings.get("dc_noise", 0.0)) > 0:
+        parts.append(f"κ {settings['dc_noise']:g}")
+    if int(settings.get("polish", 100)) != 100:
+        parts.append(f"polish {settings['polish']}")
+    if int(settings.get("final_denoise", 0)) > 0:
+        parts.append(f"denoise t {settings['final_denoise']}×{settings.get('final_draws', 4)}")
+    if settings.get("prior"):
+        parts.append(f"prior {settings.get('prior_label') or settings['prior']}")
+    return ", ".join(parts)
 
 
 def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict | None]]:
@@ -142,15 +159,15 @@ def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict | Non
     groups: dict[tuple, dict] = {}
     gen: dict[tuple, dict] = {}
     for res in results:
-        samples = int(res.get("settings", {}).get("samples", 1))
+        settings = res.get("settings", {})
         for r in res["rows"]:
-            method = label(r["method"], samples)
+            method = label(r["method"], settings)
             key = (r["overlap"], method, r.get("scan", "raster"))
             groups.setdefault(key, {**r, "method": method, "cases": []}
                               )["cases"].extend(r["cases"])
         g = res.get("generalisation")
         if g:
-            method = label("diffusion", samples)
+            method = label("diffusion", settings)
             gen.setdefault((g["overlap"], g["scan"], method),
                            {**g, "method": method, "cases": []})["cases"].extend(g["cases"])
     # compared with the pooled raster rows of the same overlap and method (any file)
@@ -204,6 +221,13 @@ def main() -> None:
     p.add_argument("--dc-steps", type=int, default=3, help="data-consistency steps per step")
     p.add_argument("--polish", type=int, default=100, help="final AWF iterations")
     p.add_argument("--samples", type=int, default=1, help="posterior samples averaged")
+    p.add_argument("--dc-noise", type=float, default=0.0,
+                   help="κ of the annealed data-consistency weight (0 = full steps)")
+    p.add_argument("--final-denoise", type=int, default=0,
+                   help="timestep of a final Tweedie denoising (0 = off)")
+    p.add_argument("--final-draws", type=int, default=4)
+    p.add_argument("--prior", default="", help="prior file/folder (default: shipped)")
+    p.add_argument("--prior-label", default="", help="short name of --prior in row labels")
     p.add_argument("--travel", type=int, default=5)
     p.add_argument("--travel-every", type=int, default=10)
     p.add_argument("--scan", default="raster", help="scan kind of the main rows")

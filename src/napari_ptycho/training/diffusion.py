@@ -10,6 +10,9 @@ used; this reproduces the shipped ``weights/diffusion_prior.pt``::
 (the shipped weights are its 32-minute checkpoint, step 1947: the run was stopped there to
 free the shared CPU; see the card's ``note``)
 
+``--init PRIOR`` continues a trained prior (its architecture and EMA weights; the step
+count, minutes and loss history carry on in the card; AdamW's moments restart).
+
 IMAGES may be complex reconstructions (``.npy``/``.npz``, result ``.h5`` files: amplitude
 and phase are kept together) or gray pictures (``.tif``, ``.png``...: amplitude and phase
 drawn from two different pictures). The loss is the noise-prediction MSE of Ho et al.;
