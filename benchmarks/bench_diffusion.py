@@ -53,7 +53,8 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
                   travel_every=args.travel_every, update_every=10 ** 6,
                   dc_steps=args.dc_steps, polish=args.polish, samples=args.samples,
                   dc_noise=args.dc_noise, final_denoise=args.final_denoise,
-                  final_draws=args.final_draws, prior=args.prior)
+                  final_draws=args.final_draws, final_refit=args.final_refit,
+                  prior=args.prior)
     t0 = time.perf_counter()
     res = reconstruct(data, method, **kw)
     wall = time.perf_counter() - t0
@@ -147,6 +148,8 @@ def label(method: str, settings: dict) -> str:
         parts.append(f"polish {settings['polish']}")
     if int(settings.get("final_denoise", 0)) > 0:
         parts.append(f"denoise t {settings['final_denoise']}×{settings.get('final_draws', 4)}")
+    if int(settings.get("final_refit", 0)) > 0:
+        parts.append(f"refit {settings['final_refit']}")
     if settings.get("prior"):
         parts.append(f"prior {settings.get('prior_label') or settings['prior']}")
     return ", ".join(parts)
@@ -226,6 +229,8 @@ def main() -> None:
     p.add_argument("--final-denoise", type=int, default=0,
                    help="timestep of a final Tweedie denoising (0 = off)")
     p.add_argument("--final-draws", type=int, default=4)
+    p.add_argument("--final-refit", type=int, default=0,
+                   help="AWF iterations after the final denoising")
     p.add_argument("--prior", default="", help="prior file/folder (default: shipped)")
     p.add_argument("--prior-label", default="", help="short name of --prior in row labels")
     p.add_argument("--travel", type=int, default=5)

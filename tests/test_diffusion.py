@@ -241,6 +241,10 @@ def test_final_denoising_runs_after_the_polish_and_reports_its_error(tiny_scan):
     problem = prepare(tiny_scan, DiffusionConfig(device="cpu"))
     e = Diffusion.misfit(problem, torch.as_tensor(res.object))[1]
     assert e == pytest.approx(res.errors[-1], rel=1e-4)
+    # a few AWF iterations after the denoising bring the data misfit back down
+    refit = reconstruct(tiny_scan, "diffusion", final_denoise=30, final_draws=2,
+                        final_refit=5, **kw)
+    assert refit.errors[-1] < 0.8 * res.errors[-1]
 
 def test_several_samples_stream_in_turn_and_their_mean_is_returned(tiny_scan):
     snaps = list(stream(tiny_scan, "diffusion", iterations=3, time_travel=0, samples=2,
@@ -282,7 +286,8 @@ def test_bad_scans_and_parameters_are_refused_before_starting(tiny_scan):
         reconstruct(tiny_scan, "diffusion", update_probe=True)
     for field, value in (("samples", 0), ("dc_steps", -1), ("polish", -2), ("dc_step", 0.0),
                          ("dc_step", 3.0), ("dc_alpha", 0.0), ("dc_alpha", float("nan")),
-                         ("dc_noise", -0.1), ("final_denoise", 1000), ("final_draws", 0)):
+                         ("dc_noise", -0.1), ("final_denoise", 1000), ("final_draws", 0),
+                         ("final_refit", -1)):
         with pytest.raises(ValueError, match=field):
             reconstruct(tiny_scan, "diffusion", **{field: value})
     sparse = simulate_ptycho(object="grf", object_size=64, probe_size=16, photons=1e4,

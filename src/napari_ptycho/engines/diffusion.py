@@ -101,6 +101,10 @@ class DiffusionConfig(PtychoConfig):
         the noise, at the price of data consistency; 0 = off.
     final_draws : int
         Draws averaged by ``final_denoise``.
+    final_refit : int
+        AWF iterations after ``final_denoise``: the denoised object no longer explains the
+        data to the noise level (several times the truth's misfit); a few iterations bring
+        it back there, at the cost of part of what the denoising gained (docs/diffusion.md).
     """
 
     iterations: int = 50
@@ -123,6 +127,7 @@ class DiffusionConfig(PtychoConfig):
     dc_noise: float = 0.0
     final_denoise: int = 0
     final_draws: int = 4
+    final_refit: int = 0
 
     def validate(self) -> None:
         """Refuse impossible values (raises ValueError)."""
@@ -154,6 +159,8 @@ class DiffusionConfig(PtychoConfig):
         if not 0 <= int(self.final_denoise) < 1000 or int(self.final_draws) < 1:
             raise ValueError("final_denoise must be in 0..999 and final_draws >= 1 (got "
                              f"{self.final_denoise}, {self.final_draws})")
+        if int(self.final_refit) < 0:
+            raise ValueError(f"final_refit must be >= 0 (got {self.final_refit})")
         if int(self.tile_shifts) < 1:
             raise ValueError(f"tile_shifts must be >= 1 (got {self.tile_shifts})")
         if self.update_probe or self.position_refinement:
@@ -285,6 +292,8 @@ class Diffusion:
             with torch.no_grad():
                 problem.obj = self.final_denoise(model, problem.obj, patch, config, gen)
                 errors[-1] = self.misfit(problem, problem.obj)[1]
+            if int(config.final_refit) > 0:
+                errors[-1] = self.polish(problem, int(config.final_refit))
             check_finite(problem, errors[-1], done)
         yield self._snapshot(problem, total, total, errors, timer(), schedule, 0, done=True)
 
