@@ -2,13 +2,14 @@
 
 Without IMAGES the bundled scikit-image pictures (training columns only, see
 :mod:`napari_ptycho.training._diffusion_data`) plus the simulator's synthetic families are
-used; this reproduces the shipped ``weights/diffusion_prior.pt``::
+used. The shipped ``weights/diffusion_prior.pt`` is two runs::
 
     napari-ptycho train diffusion -o src/napari_ptycho/weights --size 32 --base 24 \\
-        --batch 16 --threads 1 --max-minutes 52
+        --batch 16 --threads 1 --max-minutes 52 --seed 0          # stopped at step 1947
+    napari-ptycho train diffusion -o /tmp/issue9_prior --init src/napari_ptycho/weights \\
+        --size 32 --batch 16 --threads 1 --max-minutes 86 --seed 1  # stopped at step 11419
 
-(the shipped weights are its 32-minute checkpoint, step 1947: the run was stopped there to
-free the shared CPU; see the card's ``note``)
+(both stopped by hand at a checkpoint to free the shared CPU; see the card's ``note``)
 
 ``--init PRIOR`` continues a trained prior (its architecture and EMA weights; the step
 count, minutes and loss history carry on in the card; AdamW's moments restart).
