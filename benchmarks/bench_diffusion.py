@@ -51,7 +51,10 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
     else:
         kw.update(iterations=args.steps, zeta=args.zeta, time_travel=args.travel,
                   travel_every=args.travel_every, update_every=10 ** 6,
-                  dc_steps=args.dc_steps, polish=args.polish, samples=args.samples)
+                  dc_steps=args.dc_steps, polish=args.polish, samples=args.samples,
+                  dc_noise=args.dc_noise, final_denoise=args.final_denoise,
+                  final_draws=args.final_draws, final_refit=args.final_refit,
+                  prior=args.prior)
     t0 = time.perf_counter()
     res = reconstruct(data, method, **kw)
     wall = time.perf_counter() - t0
@@ -107,6 +110,35 @@ def measure(args: argparse.Namespace) -> dict:
     return out
 
 
+def denoise_truth(args: argparse.Namespace) -> dict:
+    """The prior as a denoiser of the *true* held-out objects: NRMSE and amplitude SSIM of
+    the final Tweedie denoising (``final_denoise`` = t, 2 draws) applied to the truth. It
+    is what that last step alone costs a perfect reconstruction, and a direct measure of
+    the prior's quality (a prior that knows the objects' edges keeps them)."""
+    import torch
+
+    from napari_ptycho.engines.diffusion import Diffusion, DiffusionConfig
+    from napari_ptycho.metrics import evaluate
+    from napari_ptycho.nn.unet import load_prior
+    from napari_ptycho.training._diffusion_data import heldout_objects
+
+    torch.set_num_threads(args.threads)
+    model, patch, card = load_prior(args.prior or None)
+    objects = heldout_objects(args.objects, 128, seed=args.object_seed)
+    out: dict = {"prior": args.prior or "shipped", "prior_steps": card.get("steps")}
+    for t in (20, 50, 100):
+        scores = []
+        for k, obj in enumerate(objects):
+            cfg = DiffusionConfig(final_denoise=t, final_draws=2)
+            den = Diffusion().final_denoise(model, torch.as_tensor(obj), patch, cfg,
+                                            torch.Generator().manual_seed(k))
+            m = evaluate(den.numpy(), obj, register=False)
+            scores.append((m["nrmse"], m["ssim_amplitude"]))
+        out[f"t{t}"] = {"nrmse": float(np.mean([v[0] for v in scores])),
+                        "ssim_amplitude": float(np.mean([v[1] for v in scores]))}
+    return out
+
+
 def summary_row(row: dict) -> dict:
     """Mean ± std of the scores of one (overlap, method)."""
     c = row["cases"]
@@ -130,9 +162,26 @@ def _pm(value: tuple[float, float] | None) -> str:
     return "–" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
 
 
-def label(method: str, samples: int) -> str:
-    """Row label: the diffusion engine's posterior-sample count when it averages several."""
-    return f"{method}, mean of {samples}" if method == "diffusion" and samples > 1 else method
+def label(method: str, settings: dict) -> str:
+    """Row label: for the diffusion engine, the settings that differ from the defaults
+    (posterior samples averaged, annealed data consistency, polish, final denoising,
+    another prior)."""
+    if method != "diffusion":
+        return method
+    parts = [method]
+    if int(settings.get("samples", 1)) > 1:
+        parts.append(f"mean of {settings['samples']}")
+    if float(settings.get("dc_noise", 0.0)) > 0:
+        parts.append(f"κ {settings['dc_noise']:g}")
+    if int(settings.get("polish", 100)) != 100:
+        parts.append(f"polish {settings['polish']}")
+    if int(settings.get("final_denoise", 0)) > 0:
+        parts.append(f"denoise t {settings['final_denoise']}×{settings.get('final_draws', 4)}")
+    if int(settings.get("final_refit", 0)) > 0:
+        parts.append(f"refit {settings['final_refit']}")
+    if settings.get("prior"):
+        parts.append(f"prior {settings.get('prior_label') or settings['prior']}")
+    return ", ".join(parts)
 
 
 def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict | None]]:
@@ -142,15 +191,15 @@ def pooled(results: list[dict]) -> tuple[list[dict], list[dict], list[dict | Non
     groups: dict[tuple, dict] = {}
     gen: dict[tuple, dict] = {}
     for res in results:
-        samples = int(res.get("settings", {}).get("samples", 1))
+        settings = res.get("settings", {})
         for r in res["rows"]:
-            method = label(r["method"], samples)
+            method = label(r["method"], settings)
             key = (r["overlap"], method, r.get("scan", "raster"))
             groups.setdefault(key, {**r, "method": method, "cases": []}
                               )["cases"].extend(r["cases"])
         g = res.get("generalisation")
         if g:
-            method = label("diffusion", samples)
+            method = label("diffusion", settings)
             gen.setdefault((g["overlap"], g["scan"], method),
                            {**g, "method": method, "cases": []})["cases"].extend(g["cases"])
     # compared with the pooled raster rows of the same overlap and method (any file)
@@ -204,6 +253,15 @@ def main() -> None:
     p.add_argument("--dc-steps", type=int, default=3, help="data-consistency steps per step")
     p.add_argument("--polish", type=int, default=100, help="final AWF iterations")
     p.add_argument("--samples", type=int, default=1, help="posterior samples averaged")
+    p.add_argument("--dc-noise", type=float, default=0.0,
+                   help="κ of the annealed data-consistency weight (0 = full steps)")
+    p.add_argument("--final-denoise", type=int, default=0,
+                   help="timestep of a final Tweedie denoising (0 = off)")
+    p.add_argument("--final-draws", type=int, default=4)
+    p.add_argument("--final-refit", type=int, default=0,
+                   help="AWF iterations after the final denoising")
+    p.add_argument("--prior", default="", help="prior file/folder (default: shipped)")
+    p.add_argument("--prior-label", default="", help="short name of --prior in row labels")
     p.add_argument("--travel", type=int, default=5)
     p.add_argument("--travel-every", type=int, default=10)
     p.add_argument("--scan", default="raster", help="scan kind of the main rows")
@@ -215,7 +273,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--merge", nargs="+", help="merge result JSON files instead of measuring")
+    p.add_argument("--denoise-truth", action="store_true",
+                   help="only score the prior's final denoising of the true objects")
     args = p.parse_args()
+    if args.denoise_truth:
+        print(json.dumps(denoise_truth(args)))
+        return
     if args.merge:
         results = [json.loads(Path(f).read_text()) for f in args.merge]
     else:

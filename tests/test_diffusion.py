@@ -191,6 +191,61 @@ def test_final_polish_lowers_the_data_error_of_the_returned_object(tiny_scan):
     assert e == pytest.approx(polished.errors[-1], rel=1e-4)
 
 
+
+def test_annealed_data_consistency_weight_follows_the_diffusion_noise():
+    s = Schedule.linear().respaced(50)
+    off, on = DiffusionConfig(), DiffusionConfig(dc_noise=0.2)
+    assert all(Diffusion.dc_weight(s, i, off) == 1.0 for i in (0, 25, 49))
+    w = [Diffusion.dc_weight(s, i, on) for i in range(50)]
+    assert all(b > a for a, b in zip(w, w[1:], strict=False))   # noisier x_i: more data
+    assert w[0] < 0.01 and w[-1] > 0.99
+    i = 10
+    var = (1 - s.alpha_bar[i]) / s.alpha_bar[i]
+    assert w[i] == pytest.approx(var / (var + 0.04))
+
+
+def test_annealed_data_consistency_leaves_the_last_estimate_to_the_prior(tiny_scan):
+    kw = dict(iterations=8, time_travel=0, device="cpu", seed=2, polish=0, dc_steps=3)
+    full = reconstruct(tiny_scan, "diffusion", **kw)
+    annealed = reconstruct(tiny_scan, "diffusion", dc_noise=0.3, **kw)
+    # late steps take (almost) no data step, so the last x̂0 fits the data less
+    assert annealed.errors[-1] > 1.5 * full.errors[-1]
+    assert annealed.errors[0] == pytest.approx(full.errors[0], rel=0.05)
+
+
+def test_final_denoising_removes_noise_from_an_object_near_the_prior(tiny_scan):
+    model, patch, _ = load_prior()
+    cfg = DiffusionConfig(final_denoise=20, final_draws=4)
+    g = torch.Generator().manual_seed(0)
+    # a smooth object inside the configured ranges, plus noise of σ̄_20 in image units
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64),
+                            indexing="ij")
+    clean = torch.stack([0.6 * torch.sin(2 * xx), 0.6 * torch.cos(3 * yy)]).unsqueeze(0)
+    ab = Schedule.linear().alpha_bar[20]
+    noisy = clean + float(np.sqrt((1 - ab) / ab)) * torch.randn(clean.shape, generator=g)
+    truth = Diffusion.to_object(clean, cfg)
+    obj = Diffusion.to_object(noisy.clamp(-1, 1), cfg)
+    out = Diffusion().final_denoise(model, obj, patch, cfg, g)
+    assert out.shape == obj.shape
+    assert float((out - truth).abs().square().mean()) < 0.5 * float(
+        (obj - truth).abs().square().mean())
+    amp = out.abs()
+    assert float(amp.min()) >= 0.8 - 1e-5 and float(amp.max()) <= 1.0 + 1e-5
+
+
+def test_final_denoising_runs_after_the_polish_and_reports_its_error(tiny_scan):
+    kw = dict(iterations=4, time_travel=0, device="cpu", seed=2, dc_steps=1, polish=10)
+    res = reconstruct(tiny_scan, "diffusion", final_denoise=30, final_draws=2, **kw)
+    plain = reconstruct(tiny_scan, "diffusion", **kw)
+    assert not np.allclose(res.object, plain.object)
+    problem = prepare(tiny_scan, DiffusionConfig(device="cpu"))
+    e = Diffusion.misfit(problem, torch.as_tensor(res.object))[1]
+    assert e == pytest.approx(res.errors[-1], rel=1e-4)
+    # a few AWF iterations after the denoising bring the data misfit back down
+    refit = reconstruct(tiny_scan, "diffusion", final_denoise=30, final_draws=2,
+                        final_refit=5, **kw)
+    assert refit.errors[-1] < 0.8 * res.errors[-1]
+
 def test_several_samples_stream_in_turn_and_their_mean_is_returned(tiny_scan):
     snaps = list(stream(tiny_scan, "diffusion", iterations=3, time_travel=0, samples=2,
                         polish=0, update_every=2, device="cpu", seed=1))
@@ -230,7 +285,9 @@ def test_bad_scans_and_parameters_are_refused_before_starting(tiny_scan):
     with pytest.raises(ValueError, match="update_probe"):
         reconstruct(tiny_scan, "diffusion", update_probe=True)
     for field, value in (("samples", 0), ("dc_steps", -1), ("polish", -2), ("dc_step", 0.0),
-                         ("dc_step", 3.0), ("dc_alpha", 0.0), ("dc_alpha", float("nan"))):
+                         ("dc_step", 3.0), ("dc_alpha", 0.0), ("dc_alpha", float("nan")),
+                         ("dc_noise", -0.1), ("final_denoise", 1000), ("final_draws", 0),
+                         ("final_refit", -1)):
         with pytest.raises(ValueError, match=field):
             reconstruct(tiny_scan, "diffusion", **{field: value})
     sparse = simulate_ptycho(object="grf", object_size=64, probe_size=16, photons=1e4,
@@ -293,3 +350,34 @@ def test_dock_streams_diffusion_timesteps_into_layers(make_napari_viewer, qtbot,
     assert its == sorted(its) and its[-1] > its[0]
     assert all(r.unit == "timestep" and r.method == "diffusion" for r in seen)
     assert seen[-1].object.shape == tiny_scan.object_shape
+
+
+def test_train_command_continues_a_prior_with_its_architecture_and_step_count(tmp_path):
+    from napari_ptycho.training import diffusion as train
+
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "recon.npy", (rng.random((48, 48)) * np.exp(1j * rng.random(
+        (48, 48)))).astype(np.complex64))
+    common = [str(tmp_path / "recon.npy"), "--size", "16", "--batch", "2",
+              "--synthetic-fraction", "0", "--threads", "1"]
+
+    def run(*extra: str) -> int:
+        parser = argparse.ArgumentParser()
+        train.add_arguments(parser)
+        return train.main(parser.parse_args(common + list(extra)))
+
+    assert run("-o", str(tmp_path / "a"), "--base", "8", "--steps", "3") == 0
+    first, _, _ = load_prior(str(tmp_path / "a"))
+    # --base is ignored: the architecture comes from the prior being continued
+    assert run("-o", str(tmp_path / "b"), "--base", "16", "--steps", "2",
+               "--init", str(tmp_path / "a")) == 0
+    card = json.loads((tmp_path / "b" / "diffusion_prior.json").read_text())
+    assert card["steps"] == 5 and card["init"]["steps"] == 3
+    assert "--init" in card["command"] and card["unet"]["base"] == 8
+    second, _, _ = load_prior(str(tmp_path / "b"))
+    moved = [not torch.equal(p, q) for p, q in zip(first.state_dict().values(),
+                                                   second.state_dict().values(), strict=True)]
+    assert any(moved)
+    with pytest.raises(ValueError, match="--init"):
+        run("-o", str(tmp_path / "c"), "--size", "32", "--steps", "1",
+            "--init", str(tmp_path / "a"))

@@ -1,5 +1,6 @@
 """Figures of docs/diffusion.md: the prior's own samples next to training samples, and one
-20 %-overlap held-out object reconstructed by AWF, plain DPS and DPS with data consistency.
+20 %-overlap held-out object reconstructed by AWF, plain DPS, DPS with data consistency,
+with the AWF polish and with the longer polish plus the final Tweedie denoising.
 
     python docs/scripts/diffusion_figures.py   # writes docs/images/diffusion_*.png
 """
@@ -58,8 +59,11 @@ def low_overlap_comparison() -> None:
                                        **diff, **common).object,
               "DPS + data consistency": reconstruct(data, "diffusion", polish=0, **diff,
                                                     **common).object,
-              "+ AWF polish (default)": reconstruct(data, "diffusion", **diff,
-                                                    **common).object}
+              "+ AWF polish (100)": reconstruct(data, "diffusion", polish=100, final_denoise=0,
+                                                **diff, **common).object,
+              "polish 200 + denoise t=50": reconstruct(data, "diffusion", polish=200,
+                                                       final_denoise=50, **diff,
+                                                       **common).object}
     fig, ax = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.6))
     for j, (name, o) in enumerate(images.items()):
         o = np.asarray(o)

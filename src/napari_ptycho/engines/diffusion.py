@@ -88,6 +88,23 @@ class DiffusionConfig(PtychoConfig):
         Object ranges that [-1, 1] of the prior's channels map onto.
     tile_shifts : int
         Tilings (at different offsets) averaged per denoising step.
+    dc_noise : float
+        Noise level κ (in the prior's [-1, 1] units) of the data-consistency update:
+        step i scales ``dc_step`` by σ_i² / (σ_i² + κ²), σ_i = √((1 − ᾱ_i)/ᾱ_i) the
+        diffusion noise of x_i, so late steps, whose x̂_0 is already less noisy than the
+        data, lean on the prior (the weighting of DiffPIR's data proximal step).
+        0 = the full step at every timestep.
+    final_denoise : int
+        Network timestep t (of the 1000-step schedule) of a last Tweedie denoising of the
+        returned object, after the polish: x̂_0(√ᾱ_t x + √(1 − ᾱ_t) ε), averaged over
+        ``final_draws`` draws of ε and tile offsets. It removes what the polish fits of
+        the noise, at the price of data consistency; 0 = off.
+    final_draws : int
+        Draws averaged by ``final_denoise``.
+    final_refit : int
+        AWF iterations after ``final_denoise``: the denoised object no longer explains the
+        data to the noise level (several times the truth's misfit); a few iterations bring
+        it back there, at the cost of part of what the denoising gained (docs/diffusion.md).
     """
 
     iterations: int = 50
@@ -107,6 +124,10 @@ class DiffusionConfig(PtychoConfig):
     phase_min: float = 0.0
     phase_max: float = 1.0
     tile_shifts: int = 1
+    dc_noise: float = 0.0
+    final_denoise: int = 0
+    final_draws: int = 4
+    final_refit: int = 0
 
     def validate(self) -> None:
         """Refuse impossible values (raises ValueError)."""
@@ -133,6 +154,13 @@ class DiffusionConfig(PtychoConfig):
         if not self.phase_min < self.phase_max:
             raise ValueError(f"need phase_min < phase_max (got {self.phase_min}, "
                              f"{self.phase_max})")
+        if not (math.isfinite(self.dc_noise) and self.dc_noise >= 0):
+            raise ValueError(f"dc_noise must be a finite number >= 0 (got {self.dc_noise})")
+        if not 0 <= int(self.final_denoise) < 1000 or int(self.final_draws) < 1:
+            raise ValueError("final_denoise must be in 0..999 and final_draws >= 1 (got "
+                             f"{self.final_denoise}, {self.final_draws})")
+        if int(self.final_refit) < 0:
+            raise ValueError(f"final_refit must be >= 0 (got {self.final_refit})")
         if int(self.tile_shifts) < 1:
             raise ValueError(f"tile_shifts must be >= 1 (got {self.tile_shifts})")
         if self.update_probe or self.position_refinement:
@@ -260,6 +288,13 @@ class Diffusion:
             # the last error entry is that of the object returned
             errors[-1] = self.polish(problem, int(config.polish))
             check_finite(problem, errors[-1], done)
+        if int(config.final_denoise) > 0:
+            with torch.no_grad():
+                problem.obj = self.final_denoise(model, problem.obj, patch, config, gen)
+                errors[-1] = self.misfit(problem, problem.obj)[1]
+            if int(config.final_refit) > 0:
+                errors[-1] = self.polish(problem, int(config.final_refit))
+            check_finite(problem, errors[-1], done)
         yield self._snapshot(problem, total, total, errors, timer(), schedule, 0, done=True)
 
     @staticmethod
@@ -270,6 +305,28 @@ class Diffusion:
         aligned = [o * torch.exp(1j * torch.angle(torch.vdot(o.reshape(-1), ref.reshape(-1))))
                    for o in objects]
         return torch.stack(aligned).mean(dim=0)
+
+    def final_denoise(self, model: Any, obj: torch.Tensor, patch: int,
+                      config: DiffusionConfig, gen: torch.Generator) -> torch.Tensor:
+        """Tweedie estimate E[x_0 | x_t] of the object's image at network timestep
+        ``config.final_denoise``, averaged over ``config.final_draws`` noise draws.
+
+        The object keeps the global phase its samples gave it (inside the configured
+        range); values the polish moved outside the range are clipped.
+        """
+        from napari_ptycho.nn.ddpm import Schedule
+
+        t = int(config.final_denoise)
+        full = Schedule.linear()
+        x = self.from_object(obj, torch.zeros((1, 2, *obj.shape), device=obj.device), config)
+        ab = float(full.alpha_bar[t])
+        out = torch.zeros_like(x)
+        for _ in range(int(config.final_draws)):
+            noise = torch.randn(x.shape, generator=gen).to(x.device)
+            xt = math.sqrt(ab) * x + math.sqrt(1 - ab) * noise
+            eps = denoise_tiled(model, xt, t, patch, self._offsets(patch, 1, gen))
+            out = out + full.predict_x0(xt, t, eps).clamp(-1, 1)
+        return self.to_object(out / int(config.final_draws), config)
 
     @staticmethod
     def _offsets(patch: int, shifts: int, gen: torch.Generator) -> list[tuple[int, int]]:
@@ -324,8 +381,9 @@ class Diffusion:
         return illum + alpha * illum.max()
 
     def data_consistency(self, problem: Problem, x0: torch.Tensor, config: DiffusionConfig,
-                         norm: torch.Tensor) -> torch.Tensor:
-        """``dc_steps`` parallel rPIE-normalised gradient steps of x̂_0 towards the data.
+                         norm: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        """``dc_steps`` parallel rPIE-normalised gradient steps of x̂_0 towards the data,
+        each of ``weight`` × ``dc_step``.
 
         A raw gradient scales with the local illumination; dividing by it makes one step
         size fit every pixel (and every count level), which the plain DPS step cannot.
@@ -335,7 +393,7 @@ class Diffusion:
         obj = self.to_object(x0, config)
         for _ in range(int(config.dc_steps)):
             grad, _ = AWF.gradient(problem, obj)
-            obj = obj - float(config.dc_step) * grad / norm
+            obj = obj - weight * float(config.dc_step) * grad / norm
         return self.from_object(obj, x0, config)
 
     @staticmethod
@@ -373,12 +431,23 @@ class Diffusion:
             if int(config.dc_steps) > 0:
                 if dc_norm is None:
                     dc_norm = self.illumination_norm(problem, float(config.dc_alpha))
-                x0 = self.data_consistency(problem, x0, config, dc_norm)
+                x0 = self.data_consistency(problem, x0, config, dc_norm,
+                                           self.dc_weight(schedule, i, config))
             err = self.misfit(problem, self.to_object(x0, config))[1]
             x_prev = schedule.p_step(x.detach(), i, x0, problem.generator)
             if grad is not None:
                 x_prev = x_prev - float(config.zeta) * grad
         return x_prev, x0, err
+
+    @staticmethod
+    def dc_weight(schedule: Any, i: int, config: DiffusionConfig) -> float:
+        """σ_i² / (σ_i² + κ²) with σ_i² = (1 − ᾱ_i)/ᾱ_i and κ = ``dc_noise`` (1 if κ = 0)."""
+        kappa = float(config.dc_noise)
+        if kappa <= 0:
+            return 1.0
+        ab = float(schedule.alpha_bar[i])
+        var = (1 - ab) / ab
+        return var / (var + kappa * kappa)
 
     def _snapshot(self, problem: Problem, it: int, total: int, errors: list[float],
                   elapsed: float, schedule: Any, i: int, done: bool = False) -> Snapshot:

@@ -2,13 +2,17 @@
 
 Without IMAGES the bundled scikit-image pictures (training columns only, see
 :mod:`napari_ptycho.training._diffusion_data`) plus the simulator's synthetic families are
-used; this reproduces the shipped ``weights/diffusion_prior.pt``::
+used. The shipped ``weights/diffusion_prior.pt`` is two runs::
 
     napari-ptycho train diffusion -o src/napari_ptycho/weights --size 32 --base 24 \\
-        --batch 16 --threads 1 --max-minutes 52
+        --batch 16 --threads 1 --max-minutes 52 --seed 0          # stopped at step 1947
+    napari-ptycho train diffusion -o /tmp/issue9_prior --init src/napari_ptycho/weights \\
+        --size 32 --batch 16 --threads 1 --max-minutes 86 --seed 1  # stopped at step 11419
 
-(the shipped weights are its 32-minute checkpoint, step 1947: the run was stopped there to
-free the shared CPU; see the card's ``note``)
+(both stopped by hand at a checkpoint to free the shared CPU; see the card's ``note``)
+
+``--init PRIOR`` continues a trained prior (its architecture and EMA weights; the step
+count, minutes and loss history carry on in the card; AdamW's moments restart).
 
 IMAGES may be complex reconstructions (``.npy``/``.npz``, result ``.h5`` files: amplitude
 and phase are kept together) or gray pictures (``.tif``, ``.png``...: amplitude and phase
@@ -48,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--save-every", type=float, default=5.0, help="checkpoint minutes")
+    parser.add_argument("--init", default=None,
+                        help="continue from this prior (.pt or folder): its architecture and "
+                             "weights; steps, minutes and loss history carry on from its card")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -110,6 +117,23 @@ def save_prior(model: Any, folder: Path, card: dict[str, Any]) -> Path:
     return path
 
 
+def _initial_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
+    """A fresh U-Net, or (``--init``) a trained prior and its card to carry on from.
+
+    The optimiser state is not stored with a prior, so a continued run restarts AdamW's
+    moments; the EMA decay carries on from the card's step count (it is already at
+    ``--ema`` for any prior past a few hundred steps).
+    """
+    from napari_ptycho.nn.unet import UNet, UNetConfig, load_prior
+
+    if not args.init:
+        return UNet(UNetConfig(base=args.base)).to(device), {}
+    model, size, card = load_prior(args.init, device)
+    if size != args.size:
+        raise ValueError(f"--init: that prior has {size}-px patches, --size is {args.size}")
+    return model.train().requires_grad_(True), card
+
+
 def main(args: argparse.Namespace) -> int:
     """Train until ``--steps`` or ``--max-minutes``; checkpoints along the way."""
     import copy
@@ -118,7 +142,6 @@ def main(args: argparse.Namespace) -> int:
 
     from napari_ptycho.engines.base import select_device
     from napari_ptycho.nn.ddpm import Schedule, training_loss
-    from napari_ptycho.nn.unet import UNet, UNetConfig
     from napari_ptycho.training._diffusion_data import training_batch
 
     if args.size < 16 or args.size % 4:
@@ -128,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     device = select_device(args.device)
     images = tuple(load_training_image(p) for p in args.images) or None
-    model = UNet(UNetConfig(base=args.base)).to(device)
+    model, done = _initial_model(args, device)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     schedule = Schedule.linear()
@@ -136,16 +159,19 @@ def main(args: argparse.Namespace) -> int:
     folder = Path(args.output)
     start = time.perf_counter()
     last_save = start
-    history: list[list[float]] = []
-    running = None
-    step = 0
+    history: list[list[float]] = [list(h) for h in done.get("loss_history", [])]
+    running = done.get("final_loss_ema100")
+    step = int(done.get("steps", 0))
+    first_step = step
+    minutes_before = float(done.get("minutes", 0.0))
 
     def card() -> dict[str, Any]:
         return {"command": "napari-ptycho train diffusion " + (
                     " ".join(args.images) if args.images else "") +
                 f" -o {args.output} --size {args.size} --base {args.base} "
                 f"--batch {args.batch} --max-minutes {args.max_minutes} --lr {args.lr} "
-                f"--ema {args.ema} --seed {args.seed} --threads {args.threads}",
+                f"--ema {args.ema} --seed {args.seed} --threads {args.threads}" +
+                (f" --init {args.init}" if args.init else ""),
                 "data": ("user images: " + ", ".join(args.images)) if args.images else
                 "scikit-image bundled pictures (training columns only) + "
                 f"{args.synthetic_fraction:.0%} simulator objects; random rotation, "
@@ -154,12 +180,16 @@ def main(args: argparse.Namespace) -> int:
                 "patch_size": args.size, "timesteps": len(schedule),
                 "schedule": "linear beta 1e-4..0.02", "unet": model.config.as_dict(),
                 "parameters": n_params, "steps": step, "batch": args.batch,
-                "minutes": round((time.perf_counter() - start) / 60, 2),
+                "minutes": round(minutes_before + (time.perf_counter() - start) / 60, 2),
                 "final_loss_ema100": None if running is None else round(running, 5),
                 "loss_history": history, "device": str(device),
-                "threads": args.threads}
+                "threads": args.threads,
+                **({"init": {"from": args.init, "steps": first_step,
+                             "minutes": minutes_before, "command": done.get("command")}}
+                   if args.init else {})}
 
-    while step < args.steps and time.perf_counter() - start < args.max_minutes * 60:
+    while (step - first_step < args.steps
+           and time.perf_counter() - start < args.max_minutes * 60):
         x0 = torch.from_numpy(training_batch(args.batch, args.size, rng, images,
                                              args.synthetic_fraction)).to(device)
         loss = training_loss(model, x0, schedule)
@@ -172,10 +202,10 @@ def main(args: argparse.Namespace) -> int:
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
-        value = float(loss)
+        value = float(loss.detach())
         running = value if running is None else 0.99 * running + 0.01 * value
         if step % 50 == 0:
-            elapsed = time.perf_counter() - start
+            elapsed = minutes_before * 60 + time.perf_counter() - start
             history.append([step, round(elapsed, 1), round(running, 5)])
             print(f"step {step} t={elapsed:.0f}s loss={running:.4f}", flush=True)
         if time.perf_counter() - last_save > args.save_every * 60:
