@@ -112,3 +112,24 @@ def test_support_dilation_grows_the_predicted_support_and_is_checked() -> None:
     assert np.isfinite(first[-1].extras["chi2"])
     with pytest.raises(ValueError, match="support_dilation"):
         list(stream(data, "autophasenn", support_dilation=-1))
+
+
+def test_cdinn_twin_labels_have_the_same_diffraction_and_the_twin_loss_accepts_them() -> None:
+    from napari_ptycho.nn.autophasenn import far_field_amplitude
+    from napari_ptycho.nn.cdinn import LossWeights, cdinn_loss, twin_labels
+
+    obj = torch.from_numpy(simulate_bragg(size=16, seed=4, noise="none").truth_object)[None]
+    amp, phase = obj.abs() / obj.abs().max(), obj.angle()
+    t_amp, t_phase = twin_labels(amp, phase)
+    assert torch.allclose(far_field_amplitude(amp, phase), far_field_amplitude(t_amp, t_phase),
+                          atol=1e-5)
+    measured = far_field_amplitude(amp, phase)
+    w = LossWeights()
+    plain, _ = cdinn_loss(t_amp, t_phase, amp, phase, measured, w)
+    twin, terms = cdinn_loss(t_amp, t_phase, amp, phase, measured, w, twin_invariant=True)
+    assert float(twin) < 1e-5 < float(plain)
+    # the label itself still scores 0, and the choice is per volume
+    both_a, both_p = torch.cat([amp, t_amp]), torch.cat([phase, t_phase])
+    mixed, _ = cdinn_loss(both_a, both_p, torch.cat([amp, amp]), torch.cat([phase, phase]),
+                          torch.cat([measured, measured]), w, twin_invariant=True)
+    assert float(mixed) < 1e-5
