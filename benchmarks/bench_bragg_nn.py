@@ -7,7 +7,7 @@ Simulated part: ``--crystals`` test crystals ``simulate_bragg(size=32, seed=s)``
   and global phase removed), χ², wall time of input preparation + forward pass (weights
   already loaded, after one warm-up);
 * AutoPhaseNN + 50 ER (the paper's predicted support; with shrink-wrap; with the support
-  grown by 2 voxels), 3D-CDI-NN + AD refinement and the 600-iteration
+  grown by 1 or 2 voxels), 3D-CDI-NN + AD refinement and the 600-iteration
   ``(20ER+160HIO+20ER)*3`` baseline (one start, no held-out voxels so that every method
   fits the same voxels): χ², time, and for every method the complex NRMSE and phase MAE
   against the truth (``metrics.evaluate(scale=True, ramp=True)``: shift, twin, global
@@ -72,6 +72,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "autophasenn+50er": {"method": "autophasenn", "iterations": 50},
     "autophasenn+50er_sw10": {"method": "autophasenn", "iterations": 50,
                               "shrinkwrap_every": 10},
+    "autophasenn+50er_dil1": {"method": "autophasenn", "iterations": 50,
+                              "support_dilation": 1},
     "autophasenn+50er_dil2": {"method": "autophasenn", "iterations": 50,
                               "support_dilation": 2},
     "autophasenn+50er_dil2_sw10": {"method": "autophasenn", "iterations": 50,
