@@ -83,6 +83,19 @@ def test_frozen_inference_matches_the_eval_model_with_batch_norm_statistics() ->
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_frozen_inference_of_3d_cdi_nn_matches_and_drops_dropout() -> None:
+    from napari_ptycho.nn.cdinn import CDINN, CDINNSpec
+
+    torch.manual_seed(4)
+    net = CDINN(CDINNSpec(size=16, base_channels=2, depth=2)).eval()
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        ref = net(x)
+        fast = inference_module(net, 16, "cpu")
+        for a, b in zip(ref, fast(x), strict=True):
+            assert torch.allclose(a, b, atol=1e-4)
+
+
 def test_one_lean_training_step_changes_every_parameter_group() -> None:
     torch.manual_seed(3)
     net = _lean()
