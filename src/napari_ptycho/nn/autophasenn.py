@@ -46,6 +46,10 @@ class AutoPhaseNNSpec:
         The object box is ``size / box_ratio`` per axis (2 in the paper: 64³ → 32³).
     dropout : float
         Dropout after each decoder block (0 = off; 3D-CDI-NN uses 0.1).
+    variant : str
+        "plain": the paper's layout (full-resolution first block, decoders up to the box);
+        "lean": :class:`~napari_ptycho.nn.autophasenn_lean.LeanAutoPhaseNN` (space-to-depth
+        stem, grouped half-box decoders, depth-to-space head), about 1/10 of the FLOPs.
     """
 
     size: int = 32
@@ -53,6 +57,7 @@ class AutoPhaseNNSpec:
     depth: int = 3
     box_ratio: int = 2
     dropout: float = 0.0
+    variant: str = "plain"
 
     def validate(self) -> None:
         """Refuse shapes the network cannot be built with (ValueError naming the field)."""
@@ -69,6 +74,12 @@ class AutoPhaseNNSpec:
             raise ValueError("box_ratio must not shrink the box below the bottleneck")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1) (got {self.dropout})")
+        if self.variant not in ("plain", "lean"):
+            raise ValueError(f"variant must be 'plain' or 'lean' (got {self.variant!r})")
+        lean_box_ok = self.box >= 2 * (self.size // 2 ** self.depth)
+        if self.variant == "lean" and (self.dropout or not lean_box_ok):
+            raise ValueError("the lean variant needs dropout 0 and a box of at least twice "
+                             "the bottleneck (box_ratio <= 2**depth / 2)")
 
     @property
     def box(self) -> int:
@@ -152,6 +163,15 @@ class AutoPhaseNN(nn.Module):
         rest = self.spec.size - self.spec.box - pad
         widths = (pad, rest) * 3
         return F.pad(amp, widths), F.pad(phase, widths)
+
+
+def build_network(spec: AutoPhaseNNSpec) -> nn.Module:
+    """The network ``spec.variant`` names (plain :class:`AutoPhaseNN` or the lean one)."""
+    if spec.variant == "lean":
+        from napari_ptycho.nn.autophasenn_lean import LeanAutoPhaseNN
+
+        return LeanAutoPhaseNN(spec)
+    return AutoPhaseNN(spec)
 
 
 def normalise_input(amplitude: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the run with supervised terms only")
     parser.add_argument("--physics", type=float, default=1.0,
                         help="weight of the physics term in stage 2")
+    parser.add_argument("--twin-invariant", action="store_true",
+                        help="score the supervised terms against the label or its twin "
+                             "(conjugate inversion), whichever fits better")
 
 
 def _labels(obj: Any) -> tuple[Any, Any]:
@@ -96,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
             amp_in, obj = amp_in.to(device), obj.to(device)
             true_amp, true_phase = _labels(obj)
             amp, phase = model(amp_in[:, None])
-            loss, _ = cdinn_loss(amp, phase, true_amp, true_phase, amp_in, weights)
+            loss, _ = cdinn_loss(amp, phase, true_amp, true_phase, amp_in, weights,
+                                 args.twin_invariant)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -105,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
         with torch.no_grad():
             amp, phase = model(v_amp[:, None].to(device))
             _, vterms = cdinn_loss(amp, phase, v_true_amp, v_true_phase, v_amp.to(device),
-                                   LossWeights(physics=1.0))
+                                   LossWeights(physics=1.0), args.twin_invariant)
         elapsed = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "stage": stage,
                         "train_loss": float(np.mean(losses)),
@@ -126,6 +130,7 @@ def main(args: argparse.Namespace) -> int:
                      "stopped_by_time_limit": stopped_early, "batch": args.batch,
                      "lr": args.lr, "stage1_fraction": args.stage1,
                      "physics_weight": args.physics,
+                     "twin_invariant": args.twin_invariant,
                      "optimizer": "Adam, warm-up + cosine per stage (stage 2 at lr/3)",
                      "seconds": round(time.perf_counter() - t0), "device": str(device),
                      "threads": args.threads},
