@@ -107,8 +107,11 @@ def test_cancel_stops_a_long_run_and_keeps_the_last_volumes(dock, qtbot) -> None
     widget.min_interval = 0.2  # as in use: do not flood the GUI thread with updates
     widget.start()
     qtbot.waitUntil(lambda: widget.n_updates >= 1, timeout=60_000)
+    # the running Config cannot change, so its settings are greyed out until the end
+    assert not widget.form.enabled and not widget.method_box.enabled
     widget.cancel()
     qtbot.waitUntil(lambda: widget.finished, timeout=60_000)
     assert widget.status.value.startswith("cancelled after")
     assert widget.chi2_history[-1][0] < 1_000_000
     assert "toy amplitude" in viewer.layers and widget.start_btn.enabled
+    assert widget.form.enabled and widget.method_box.enabled and widget.layer_box.enabled

@@ -185,6 +185,8 @@ class BraggWidget(QWidget):
         """Start the selected method on the selected volume in a worker thread."""
         from napari.qt.threading import thread_worker
 
+        from napari_ptycho._widgets.reconstruct import release_text_focus
+
         layer = self.layer_box.value
         if layer is None:
             self.status.value = "no 3D volume layer to reconstruct"
@@ -205,9 +207,19 @@ class BraggWidget(QWidget):
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.start_btn.enabled, self.cancel_btn.enabled = False, True
+        self._lock_settings(True)
+        release_text_focus(self)
         self.status.value = f"running {self.method_box.value} ..."
         self.viewer.dims.ndisplay = 3
         self.worker.start()
+
+    def _lock_settings(self, locked: bool) -> None:
+        # The run already holds its Config, so an edit made mid-run would not reach it;
+        # greying the settings out says so (as the 2D dock does), instead of letting the
+        # form show values that differ from what is running.
+        for widget in (self.layer_box, self.preprocess, self.size_box, self.os_box,
+                       self.method_box, self.form):
+            widget.enabled = not locked
 
     def cancel(self) -> None:
         """Stop the run at its next update (the last volumes stay)."""
@@ -226,6 +238,7 @@ class BraggWidget(QWidget):
             done = self.chi2_history[-1][0] if self.chi2_history else 0
             self.status.value = f"cancelled after {done} iterations"
         self.start_btn.enabled, self.cancel_btn.enabled = True, False
+        self._lock_settings(False)
         self.export_btn.enabled = self.n_updates > 0
 
     def _on_update(self, item: tuple[Any, dict[str, Any]]) -> None:
