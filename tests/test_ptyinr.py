@@ -292,16 +292,17 @@ def test_exact_sampling_and_minibatches_run(tiny_scan):
 @pytest.mark.parametrize(("field", "value"), [
     ("preset", "huge"), ("first_omega", 0.0), ("beta", -1.0), ("render_every", 0),
     ("object_lr", float("nan")), ("sampling", "random"), ("loss", "l2"),
-    ("anchor_steps", -1), ("starts", 0), ("start_steps", 0), ("start_anchor_steps", -2)])
+    ("anchor_steps", -1), ("starts", 0), ("start_steps", -1), ("start_anchor_steps", -2)])
 def test_bad_parameters_are_value_errors_naming_the_field(tiny_scan, field, value):
     with pytest.raises(ValueError, match=field):
         list(stream(tiny_scan, "ptyinr", config=_tiny_config(**{field: value})))
 
 
 def test_restart_budget_must_be_shorter_than_the_run(tiny_scan):
-    with pytest.raises(ValueError, match="start_steps"):
-        list(stream(tiny_scan, "ptyinr",
-                    config=_tiny_config(starts=2, start_steps=6, iterations=6)))
+    for kw in ({"start_steps": 6, "iterations": 6}, {"iterations": 1}):
+        with pytest.raises(ValueError, match="start_steps"):
+            list(stream(tiny_scan, "ptyinr", config=_tiny_config(starts=2, **kw)))
+    assert _tiny_config(iterations=300).trial_steps() == 200
 
 
 # ------------------------------------------------------------------------------ restarts
