@@ -333,8 +333,10 @@ def test_restarts_keep_the_lowest_data_error_start_and_continue_it(tiny_scan):
     np.testing.assert_allclose(final.errors[-3:], alone.errors[-3:], rtol=1e-5)
 
 
-def test_restarts_rank_by_data_error_and_skip_a_start_that_stops(tiny_scan, monkeypatch):
+def test_restarts_rank_by_data_error_and_skip_a_start_that_stops(tiny_scan, monkeypatch,
+                                                                  tmp_path):
     from napari_ptycho.engines._ptyinr_fit import Fit
+    from napari_ptycho.io import load_result, save
 
     ranked = {0: 0.5, 1: math.nan, 2: 0.1, 3: 0.3}  # seed → data error (1: stops)
     monkeypatch.setattr(Fit, "data_error", lambda self: ranked[self.config.seed])
@@ -351,6 +353,24 @@ def test_restarts_rank_by_data_error_and_skip_a_start_that_stops(tiny_scan, monk
     assert final.extras["start_errors"] == [0.5, math.inf, 0.1, 0.3]
     # seed 1 stopped at its first step: no step of it is counted
     assert final.done and final.iteration == final.total == 8 and len(final.errors) == 8
+    loaded = load_result(save(final, tmp_path / "restarts.h5"))  # ∞ survives the file
+    assert loaded.extras["start_errors"] == [0.5, math.inf, 0.1, 0.3]
+    assert loaded.extras["chosen_start"] == 2
+
+
+def test_restarts_stream_during_the_trials_and_stop_when_closed(tiny_scan, monkeypatch):
+    from napari_ptycho.engines._ptyinr_fit import Fit
+
+    calls = []
+    real_step = Fit.step
+    monkeypatch.setattr(Fit, "step",
+                        lambda self, k: calls.append(k) or real_step(self, k))
+    gen = stream(tiny_scan, "ptyinr",
+                 config=_tiny_config(iterations=6, starts=3, start_steps=3))
+    first = [next(gen) for _ in range(2)]  # cancel (the dock's quit) inside trial 0
+    gen.close()
+    assert [s.extras["start"] for s in first] == [0, 0] and len(calls) == 2
+    assert first[-1].extras["chosen_start"] is None and not first[-1].done
 
 
 def test_restarts_all_stopping_is_an_engine_error(tiny_scan, monkeypatch):
