@@ -80,8 +80,11 @@ def scored(result: Any, data: Any, times: tuple[float, float]) -> dict[str, Any]
         nan = float("nan")
         return {"object_amplitude": nan, "object_phase": nan, "probe_amplitude": nan,
                 "probe_phase": nan, "seconds": seconds, "cpu_seconds": cpu, "failed": result}
+    extras = result.extras or {}
+    starts = ({"start_errors": extras["start_errors"], "chosen_start": extras["chosen_start"]}
+              if extras.get("start_errors") else {})  # PtyINR restarts (option starts > 1)
     return {**score(result, data), "seconds": seconds, "cpu_seconds": cpu,
-            "final_error": result.errors[-1]}
+            "final_error": result.errors[-1], **starts}
 
 
 

@@ -263,6 +263,10 @@ def test_warm_start_reuses_network_state_even_through_a_result_file(tiny_scan, t
         np.testing.assert_allclose(obj, first.object, atol=1e-5)
     more = reconstruct(tiny_scan, "ptyinr", config=cfg, init=loaded)
     assert more.iteration == 8 and len(more.errors) == 8
+    # restarts would all restore the same networks: a warm start runs one
+    again = reconstruct(tiny_scan, "ptyinr", init=loaded,
+                        config=_tiny_config(iterations=4, starts=3, start_steps=2))
+    assert again.iteration == 8 and again.extras["chosen_start"] is None
     assert len(more.extras["loss_history"]) == 8
 
 
@@ -288,10 +292,94 @@ def test_exact_sampling_and_minibatches_run(tiny_scan):
 @pytest.mark.parametrize(("field", "value"), [
     ("preset", "huge"), ("first_omega", 0.0), ("beta", -1.0), ("render_every", 0),
     ("object_lr", float("nan")), ("sampling", "random"), ("loss", "l2"),
-    ("anchor_steps", -1)])
+    ("anchor_steps", -1), ("starts", 0), ("start_steps", -1), ("start_anchor_steps", -2)])
 def test_bad_parameters_are_value_errors_naming_the_field(tiny_scan, field, value):
     with pytest.raises(ValueError, match=field):
         list(stream(tiny_scan, "ptyinr", config=_tiny_config(**{field: value})))
+
+
+def test_restart_budget_must_be_shorter_than_the_run(tiny_scan):
+    for kw in ({"start_steps": 6, "iterations": 6}, {"iterations": 1}):
+        with pytest.raises(ValueError, match="start_steps"):
+            list(stream(tiny_scan, "ptyinr", config=_tiny_config(starts=2, **kw)))
+    assert _tiny_config(iterations=300).trial_steps() == 200
+
+
+# ------------------------------------------------------------------------------ restarts
+def test_restarts_keep_the_lowest_data_error_start_and_continue_it(tiny_scan):
+    from napari_ptycho.engines import reconstruct
+    from napari_ptycho.engines._ptyinr_fit import Fit
+
+    cfg = _tiny_config(iterations=6, starts=3, start_steps=3, start_anchor_steps=0)
+    snaps = list(stream(tiny_scan, "ptyinr", config=cfg))
+    final = snaps[-1]
+    assert [s.iteration for s in snaps] == list(range(1, 13)) and final.total == 12
+    assert [s.extras["start"] for s in snaps[:9]] == [0] * 3 + [1] * 3 + [2] * 3
+    assert len(final.errors) == 12 and len(final.extras["loss_history"]) == 12
+    # each trial's error, recomputed independently from the measured data
+    trial_errors = []
+    for i in range(3):
+        fit = Fit(tiny_scan, cfg.start_config(i), None)
+        for k in range(3):
+            fit.step(k)
+        trial_errors.append(fit.data_error())
+    np.testing.assert_allclose(final.extras["start_errors"], trial_errors, rtol=1e-5)
+    chosen = final.extras["chosen_start"]
+    assert chosen == int(np.argmin(trial_errors)) and final.extras["start"] == chosen
+    assert cfg.start_config(1).anchor_steps == 0 and cfg.start_config(2).anchor_steps == 30
+    # the kept start continues on its own schedule: same result as one uninterrupted run
+    alone = reconstruct(tiny_scan, "ptyinr", config=cfg.start_config(chosen))
+    np.testing.assert_allclose(final.object, alone.object, atol=1e-5)
+    np.testing.assert_allclose(final.errors[-3:], alone.errors[-3:], rtol=1e-5)
+
+
+def test_restarts_rank_by_data_error_and_skip_a_start_that_stops(tiny_scan, monkeypatch,
+                                                                  tmp_path):
+    from napari_ptycho.engines._ptyinr_fit import Fit
+    from napari_ptycho.io import load_result, save
+
+    ranked = {0: 0.5, 1: math.nan, 2: 0.1, 3: 0.3}  # seed → data error (1: stops)
+    monkeypatch.setattr(Fit, "data_error", lambda self: ranked[self.config.seed])
+    real_step = Fit.step
+
+    def step(self, k):
+        loss, err = real_step(self, k)
+        return (math.nan, err) if self.config.seed == 1 else (loss, err)
+
+    monkeypatch.setattr(Fit, "step", step)
+    final = list(stream(tiny_scan, "ptyinr",
+                        config=_tiny_config(iterations=4, starts=4, start_steps=2)))[-1]
+    assert final.extras["chosen_start"] == 2 and final.extras["start_seed"] == 2
+    assert final.extras["start_errors"] == [0.5, math.inf, 0.1, 0.3]
+    # seed 1 stopped at its first step: no step of it is counted
+    assert final.done and final.iteration == final.total == 8 and len(final.errors) == 8
+    loaded = load_result(save(final, tmp_path / "restarts.h5"))  # ∞ survives the file
+    assert loaded.extras["start_errors"] == [0.5, math.inf, 0.1, 0.3]
+    assert loaded.extras["chosen_start"] == 2
+
+
+def test_restarts_stream_during_the_trials_and_stop_when_closed(tiny_scan, monkeypatch):
+    from napari_ptycho.engines._ptyinr_fit import Fit
+
+    calls = []
+    real_step = Fit.step
+    monkeypatch.setattr(Fit, "step",
+                        lambda self, k: calls.append(k) or real_step(self, k))
+    gen = stream(tiny_scan, "ptyinr",
+                 config=_tiny_config(iterations=6, starts=3, start_steps=3))
+    first = [next(gen) for _ in range(2)]  # cancel (the dock's quit) inside trial 0
+    gen.close()
+    assert [s.extras["start"] for s in first] == [0, 0] and len(calls) == 2
+    assert first[-1].extras["chosen_start"] is None and not first[-1].done
+
+
+def test_restarts_all_stopping_is_an_engine_error(tiny_scan, monkeypatch):
+    from napari_ptycho.engines._ptyinr_fit import Fit
+
+    monkeypatch.setattr(Fit, "step", lambda self, k: (math.nan, 0.0))
+    with pytest.raises(EngineError, match="all 2 starts"):
+        list(stream(tiny_scan, "ptyinr",
+                    config=_tiny_config(iterations=4, starts=2, start_steps=2)))
 
 
 def test_known_probe_needs_a_probe_in_the_data(tiny_scan):

@@ -49,6 +49,7 @@ class Fit:
                              probe_init="given" if config.probe == "known" else "data")
         self.problem = p = prepare(data, proxy, init)
         self.config = config
+        self.first_loss: float | None = None  # for the engine's divergence check
         self.device = dev = p.device
         torch.manual_seed(int(config.seed))  # the MLP heads use torch's default init
         gen = torch.Generator().manual_seed(int(config.seed))
@@ -91,7 +92,7 @@ class Fit:
         if config.compile:
             self._evaluate = torch.compile(self.object_field, dynamic=True)
 
-        restored = self._restore(init)
+        self.restored = restored = self._restore(init)
         if not restored:
             self._prefit(init)
             self._fit_scale()
@@ -206,12 +207,16 @@ class Fit:
         if k >= cfg.probe_start:
             self.opt_probe.step()
         with torch.no_grad():
-            diff = pred - meas
-            if p.mask is not None:
-                diff = diff * p.mask
-                meas = meas * p.mask
-            err = float(diff.square().sum() / meas.square().sum().clamp(min=1e-30))
+            err = _normalised_error(pred, meas, p.mask)
         return float(loss.detach()), err
+
+    def data_error(self) -> float:
+        """Normalised error Σ(|model| − √I)² / Σ I of the current fields on every
+        pattern, without a step (ranks restarts: it uses the measured data only)."""
+        p = self.problem
+        with torch.no_grad():
+            pred = self.model_amplitudes(self._all, self.probe()[0], self._all_union)
+            return _normalised_error(pred, p.amplitudes, p.mask)
 
     def _schedule(self, k: int) -> None:
         """Cosine decay of every learning rate to ``final_lr_fraction`` over the run."""
@@ -348,6 +353,16 @@ def _data_loss(pred: torch.Tensor, meas: torch.Tensor, mask: torch.Tensor | None
                                                       torch.zeros_like(log_ratio))
         return _masked_mean(per_pixel, mask)
     return _smooth_l1(pred, meas, mask, beta)
+
+
+def _normalised_error(pred: torch.Tensor, meas: torch.Tensor,
+                      mask: torch.Tensor | None) -> float:
+    """Σ (pred − meas)² / Σ meas² over the valid pixels (the engines' error metric)."""
+    diff = pred - meas
+    if mask is not None:
+        diff = diff * mask
+        meas = meas * mask
+    return float(diff.square().sum() / meas.square().sum().clamp(min=1e-30))
 
 
 def _masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
