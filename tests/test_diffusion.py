@@ -191,7 +191,6 @@ def test_final_polish_lowers_the_data_error_of_the_returned_object(tiny_scan):
     assert e == pytest.approx(polished.errors[-1], rel=1e-4)
 
 
-
 def test_annealed_data_consistency_weight_follows_the_diffusion_noise():
     s = Schedule.linear().respaced(50)
     off, on = DiffusionConfig(), DiffusionConfig(dc_noise=0.2)
@@ -213,7 +212,7 @@ def test_annealed_data_consistency_leaves_the_last_estimate_to_the_prior(tiny_sc
     assert annealed.errors[0] == pytest.approx(full.errors[0], rel=0.05)
 
 
-def test_final_denoising_removes_noise_from_an_object_near_the_prior(tiny_scan):
+def test_final_denoising_removes_noise_from_an_object_near_the_prior():
     model, patch, _ = load_prior()
     cfg = DiffusionConfig(final_denoise=20, final_draws=4)
     g = torch.Generator().manual_seed(0)
@@ -245,6 +244,7 @@ def test_final_denoising_runs_after_the_polish_and_reports_its_error(tiny_scan):
     refit = reconstruct(tiny_scan, "diffusion", final_denoise=30, final_draws=2,
                         final_refit=5, **kw)
     assert refit.errors[-1] < 0.8 * res.errors[-1]
+
 
 def test_several_samples_stream_in_turn_and_their_mean_is_returned(tiny_scan):
     snaps = list(stream(tiny_scan, "diffusion", iterations=3, time_travel=0, samples=2,

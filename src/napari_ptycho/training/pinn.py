@@ -118,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-scale", action="store_true")
     parser.add_argument("--amplitude-max", type=float, default=1.0,
                         help="amplitude = this x sigmoid (1 = the paper's [0, 1]; "
-                        "1.25 learns faster, docs/pinn.md)")
+                        "1.25 speeds the first epochs only, docs/pinn.md)")
     parser.add_argument("--init", default="", help="start from these weights (fine-tune)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
