@@ -100,3 +100,29 @@ def test_engine_applies_adaptive_denoising_after_the_polish(tiny_scan):
                 {"final_noise": 0.1, "final_denoise": 50}):
         with pytest.raises(ValueError, match="final_noise"):
             reconstruct(tiny_scan, "diffusion", **bad)
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_diffusion.py"
+    spec = importlib.util.spec_from_file_location("bench_diffusion", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_bound_is_perfect_inside_the_scanned_box_only():
+    from napari_ptycho.physics.simulate import simulate_ptycho
+
+    bench = _bench()
+    data = simulate_ptycho(object="grf", object_size=48, probe_size=16, overlap=0.2,
+                           photons=1e5, photons_mode="max", seed=1, probe_fwhm=8)
+    row = bench.bound_case(data)
+    assert row["nrmse_scanned"] < 1e-6 and row["ssim_scanned"] == pytest.approx(1.0)
+    # the windows leave a border, where the bound guesses a constant
+    assert row["nrmse"] > 1e-3 and row["ssim_amplitude"] < 1.0
+    assert row["error"] == row["truth_error"]
+    assert "adaptive denoise σ₀ 0.16×4" in bench.label(
+        "diffusion", {"final_noise": 0.16, "final_draws": 4, "polish": 200})
