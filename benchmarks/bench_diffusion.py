@@ -43,7 +43,9 @@ def run_case(obj: np.ndarray, overlap: float, seed: int, method: str, args: argp
     data = simulate_ptycho(object_array=obj, probe_size=32, overlap=overlap, photons=1e5,
                            photons_mode="max", noise="poisson", seed=seed, scan=kind,
                            probe_fwhm=args.probe_fwhm, jitter=float(jitter or 0.0))
-    kw: dict = {"device": "cpu", "seed": seed, "probe_init": "given"}
+    # the method's own random seed (diffusion: noise draws, tile offsets) may differ from
+    # the scan's, to measure the spread of one sample on the same data
+    kw: dict = {"device": "cpu", "seed": seed + args.method_seed_offset, "probe_init": "given"}
     if method == "rpie":
         kw.update(iterations=args.rpie_iterations, update_probe=False, alpha=args.rpie_alpha)
     elif method == "awf":
@@ -206,6 +208,8 @@ def label(method: str, settings: dict) -> str:
                      f"×{settings.get('final_draws', 4)}")
     if int(settings.get("final_refit", 0)) > 0:
         parts.append(f"refit {settings['final_refit']}")
+    if int(settings.get("method_seed_offset", 0)):
+        parts.append(f"method seed +{settings['method_seed_offset']}")
     if settings.get("prior"):
         parts.append(f"prior {settings.get('prior_label') or settings['prior']}")
     return ", ".join(parts)
@@ -291,6 +295,8 @@ def main() -> None:
                    help="AWF iterations after the final denoising")
     p.add_argument("--prior", default="", help="prior file/folder (default: shipped)")
     p.add_argument("--prior-label", default="", help="short name of --prior in row labels")
+    p.add_argument("--method-seed-offset", type=int, default=0,
+                   help="added to each case's seed for the method only (the scan keeps its)")
     p.add_argument("--travel", type=int, default=5)
     p.add_argument("--travel-every", type=int, default=10)
     p.add_argument("--scan", default="raster", help="scan kind of the main rows")
