@@ -101,8 +101,15 @@ class DiffusionConfig(PtychoConfig):
         the noise, at the price of data consistency; 0 = off.
     final_draws : int
         Draws averaged by ``final_denoise``.
+    final_noise : float
+        σ₀ of the illumination-adaptive final denoising (instead of one timestep
+        ``final_denoise``): each pixel is denoised at the timestep whose diffusion noise
+        matches σ₀ / √(I(r)/I₁), I the summed probe intensity and I₁ one probe's peak,
+        so weakly lit and unlit pixels lean on the prior and well-lit ones keep the data's
+        detail (:mod:`~napari_ptycho.engines._diffusion_final`); σ₀ in the prior's
+        amplitude units, ``final_draws`` draws per rung; 0 = off.
     final_refit : int
-        AWF iterations after ``final_denoise``: the denoised object no longer explains the
+        AWF iterations after the final denoising: the denoised object no longer explains the
         data to the noise level (several times the truth's misfit); a few iterations bring
         it back there, at the cost of part of what the denoising gained (docs/diffusion.md).
     """
@@ -127,6 +134,7 @@ class DiffusionConfig(PtychoConfig):
     dc_noise: float = 0.0
     final_denoise: int = 0
     final_draws: int = 4
+    final_noise: float = 0.0
     final_refit: int = 0
 
     def validate(self) -> None:
@@ -159,6 +167,11 @@ class DiffusionConfig(PtychoConfig):
         if not 0 <= int(self.final_denoise) < 1000 or int(self.final_draws) < 1:
             raise ValueError("final_denoise must be in 0..999 and final_draws >= 1 (got "
                              f"{self.final_denoise}, {self.final_draws})")
+        if not (math.isfinite(self.final_noise) and self.final_noise >= 0):
+            raise ValueError(f"final_noise must be a finite number >= 0 (got {self.final_noise})")
+        if self.final_noise > 0 and int(self.final_denoise) > 0:
+            raise ValueError("final_noise (per-pixel timesteps) replaces final_denoise (one "
+                             "timestep): set only one of them")
         if int(self.final_refit) < 0:
             raise ValueError(f"final_refit must be >= 0 (got {self.final_refit})")
         if int(self.tile_shifts) < 1:
@@ -288,9 +301,12 @@ class Diffusion:
             # the last error entry is that of the object returned
             errors[-1] = self.polish(problem, int(config.polish))
             check_finite(problem, errors[-1], done)
-        if int(config.final_denoise) > 0:
+        if int(config.final_denoise) > 0 or float(config.final_noise) > 0:
+            illum = self.illumination_norm(problem, 0.0)
+            peak = float(problem.windows.probes(problem.probe).abs().square().sum(dim=1).max())
             with torch.no_grad():
-                problem.obj = self.final_denoise(model, problem.obj, patch, config, gen)
+                problem.obj = self.final_denoise(model, problem.obj, patch, config, gen,
+                                                 illum, peak)
                 errors[-1] = self.misfit(problem, problem.obj)[1]
             if int(config.final_refit) > 0:
                 errors[-1] = self.polish(problem, int(config.final_refit))
@@ -307,18 +323,33 @@ class Diffusion:
         return torch.stack(aligned).mean(dim=0)
 
     def final_denoise(self, model: Any, obj: torch.Tensor, patch: int,
-                      config: DiffusionConfig, gen: torch.Generator) -> torch.Tensor:
+                      config: DiffusionConfig, gen: torch.Generator,
+                      illumination: torch.Tensor | None = None, reference: float = 0.0
+                      ) -> torch.Tensor:
         """Tweedie estimate E[x_0 | x_t] of the object's image at network timestep
-        ``config.final_denoise``, averaged over ``config.final_draws`` noise draws.
+        ``config.final_denoise``, averaged over ``config.final_draws`` noise draws; with
+        ``config.final_noise`` > 0 instead at a per-pixel timestep set by
+        ``illumination`` (the summed probe intensity over the object) relative to
+        ``reference`` (one probe's peak intensity), both required then.
 
         The object keeps the global phase its samples gave it (inside the configured
         range); values the polish moved outside the range are clipped.
         """
+        from napari_ptycho.engines._diffusion_final import adaptive_denoise, phase_noise_ratio
         from napari_ptycho.nn.ddpm import Schedule
 
+        x = self.from_object(obj, torch.zeros((1, 2, *obj.shape), device=obj.device), config)
+        if float(config.final_noise) > 0:
+            if illumination is None or not reference > 0:
+                raise ValueError("final_noise needs the illumination map and the probe's "
+                                 "peak intensity")
+            out = adaptive_denoise(model, x, illumination, float(config.final_noise),
+                                   reference, phase_noise_ratio(config), patch,
+                                   int(config.final_draws), gen,
+                                   lambda g: self._offsets(patch, 1, g))
+            return self.to_object(out, config)
         t = int(config.final_denoise)
         full = Schedule.linear()
-        x = self.from_object(obj, torch.zeros((1, 2, *obj.shape), device=obj.device), config)
         ab = float(full.alpha_bar[t])
         out = torch.zeros_like(x)
         for _ in range(int(config.final_draws)):
