@@ -65,12 +65,32 @@ def run_method(data: Any, method: str, args: argparse.Namespace, **extra: Any) -
               "update_every": args.steps, **args.ptyinr, **extra}
     else:
         kw = {"iterations": args.iters, "probe_init": "data", "update_every": args.iters}
+        if args.baseline_probe == "defocus":
+            kw["init"] = searched_start(data, args)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         result = reconstruct(data, method, **common, **kw)
     except EngineError as err:
         return str(err), (time.perf_counter() - t0, time.process_time() - c0)
     return result, (time.perf_counter() - t0, time.process_time() - c0)
+
+
+def searched_start(data: Any, args: argparse.Namespace) -> Any:
+    """A warm start for ePIE / DM / AD from PtyINR's "defocus" probe guess (flat object),
+    so that they can be compared from the same start (``--baseline-probe defocus``)."""
+    from napari_ptycho.engines.base import Snapshot
+    from napari_ptycho.engines.common import PtychoConfig, prepare
+    from napari_ptycho.engines.probe_search import search_defocus
+    from napari_ptycho.engines.ptyinr import PtyINRConfig
+
+    cfg = PtyINRConfig(**{k: v for k, v in args.ptyinr.items()
+                          if k.startswith("defocus_")})
+    problem = prepare(data, PtychoConfig(iterations=1, device="cpu", probe_init="data"))
+    probe, _, _ = search_defocus(problem, cfg.defocus_phases(), cfg.defocus_iterations)
+    return Snapshot(iteration=0, total=0, object=np.ones(data.object_shape, np.complex64),
+                    probe=probe.cpu().numpy(), positions=np.asarray(data.positions),
+                    errors=[], elapsed=0.0, unit="iteration", method="defocus-search",
+                    done=True)
 
 
 def scored(result: Any, data: Any, times: tuple[float, float]) -> dict[str, Any]:
@@ -231,6 +251,10 @@ def main() -> None:
     parser.add_argument("--ptyinr", type=json.loads, default={},
                         help='extra PtyINR config as JSON, e.g. \'{"object_lr": 3e-4}\'')
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--baseline-probe", choices=("data", "defocus"), default="data",
+                        help="start of ePIE/DM/AD: the flat-phase data guess (default) or "
+                             "PtyINR's defocus-searched probe (its search time is not "
+                             "counted in their CPU time)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=Path, default=None)
