@@ -103,13 +103,26 @@ def test_ptyinr_starts_from_the_searched_probe(focused_scan):
     base = {"iterations": 2, "update_every": 1, "render_every": 1, "device": "cpu",
             "object_width": 16, "object_layers": 1, "prefit_steps": 30,
             "defocus_candidates": 9, "defocus_max": 2 * math.pi}
-    last = list(stream(focused_scan, "ptyinr", probe_guess="defocus", **base))[-1]
+    last = list(stream(focused_scan, "ptyinr", **base))[-1]  # "defocus" is the default
     assert last.extras["defocus_edge_phase"] in last.extras["defocus_phases"]
     assert len(last.extras["defocus_errors"]) == 9
-    flat = list(stream(focused_scan, "ptyinr", **base))[-1]
+    flat = list(stream(focused_scan, "ptyinr", probe_guess="flat", **base))[-1]
     assert "defocus_edge_phase" not in flat.extras
     truth = focused_scan.truth_probe[0]
     assert _match(last.probe[0], truth) > _match(flat.probe[0], truth) + 0.2
     known = list(stream(focused_scan, "ptyinr", probe="known", probe_guess="defocus",
                         **base))[-1]
     assert "defocus_edge_phase" not in known.extras  # nothing to search for
+
+
+def test_near_field_keeps_the_flat_guess():
+    from napari_ptycho.physics.simulate import simulate_ptycho
+
+    data = simulate_ptycho(object="large_features", object_size=40, probe_size=16,
+                           overlap=0.6, photons=1e6, noise="none", probe="gaussian", seed=0,
+                           near_field_distance=2e-4)
+    with pytest.raises(ValueError, match="far-field"):
+        defocused_probes(_problem(data), [0.0])
+    last = list(stream(data, "ptyinr", iterations=1, update_every=1, device="cpu",
+                       object_width=16, object_layers=1, prefit_steps=5))[-1]
+    assert "defocus_edge_phase" not in last.extras and np.isfinite(last.object).all()

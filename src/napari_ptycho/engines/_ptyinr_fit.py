@@ -50,9 +50,11 @@ class Fit:
         self.problem = p = prepare(data, proxy, init)
         self.config = config
         # the searched start replaces only a probe the data did not give (not a warm
-        # start's or a known one)
+        # start's or a known one); near-field data have no pupil to search, so they keep
+        # the flat guess
         self.defocus: dict[str, Any] = {}
-        if config.probe == "learn" and config.probe_guess == "defocus" and p.probe_estimated:
+        if (config.probe == "learn" and config.probe_guess == "defocus"
+                and p.probe_estimated and not p.detector.near_field):
             from napari_ptycho.engines.probe_search import search_defocus
 
             phases = config.defocus_phases()

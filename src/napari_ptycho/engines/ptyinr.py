@@ -57,13 +57,15 @@ class PtyINRConfig(BaseConfig):
         "learn" (hash-grid probe, started from the data's probe estimate) or "known" (the
         data's probe, fixed).
     probe_guess : str
-        Start of the learned probe when the data give none: "flat" (the flat-phase guess
-        of the iterative engines, ``estimate_probe``: the lens's in-focus spot) or
-        "defocus" (our addition, not in the paper: the same pupil with the quadratic
+        Start of the learned probe when the data give none: "defocus" (default; our
+        addition, not in the paper: the pupil of the mean pattern with the quadratic
         far-field phase that best predicts held-out patterns, see
-        :mod:`napari_ptycho.engines.probe_search`). With a 64² focused probe measured
-        1.5 depths of focus out of focus the blind fit never left the flat guess, noise-free
-        or noisy; from the searched start it retrieves the probe (docs/ptyinr.md).
+        :mod:`napari_ptycho.engines.probe_search`) or "flat" (the flat-phase guess of the
+        iterative engines, ``estimate_probe``: the lens's in-focus spot; the default
+        before issue #8's fifth session). With the benchmark's 64² focused probe, 1.5
+        depths of focus out of focus, the blind fit never left the flat guess, noise-free
+        or noisy; from the searched start it retrieved the probe in every case, and at
+        32² it scored higher in every case too (docs/benchmarks.md).
     defocus_max, defocus_candidates : float, int
         The "defocus" search tries ``defocus_candidates`` far-field phases at the pupil
         edge, evenly from −``defocus_max`` to +``defocus_max`` radians. Default 3π in 25
@@ -142,7 +144,7 @@ class PtyINRConfig(BaseConfig):
     first_omega: float = 30.0
     hidden_omega: float = 30.0
     probe: Literal["learn", "known"] = "learn"
-    probe_guess: Literal["flat", "defocus"] = "flat"
+    probe_guess: Literal["flat", "defocus"] = "defocus"
     defocus_max: float = 3 * math.pi
     defocus_candidates: int = 25
     defocus_iterations: int = 10
