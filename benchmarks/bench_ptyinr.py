@@ -157,7 +157,8 @@ def paper_score(result: Any, data: Any, region: np.ndarray) -> dict[str, float]:
             "paper_probe_amplitude": pa, "paper_probe_phase": pp}
 
 
-def save_images(case: str, data: Any, results: dict[str, Any], folder: Path) -> str:
+def save_images(case: str, data: Any, results: dict[str, Any], folder: Path,
+                prefix: str = "ptyinr_") -> str:
     """Amplitude/phase of object and probe per method (rows) next to the truth."""
     import matplotlib
 
@@ -184,7 +185,7 @@ def save_images(case: str, data: Any, results: dict[str, Any], folder: Path) -> 
                              fontsize=8)
     fig.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ptyinr_{case}.png"
+    path = folder / f"{prefix}{case}.png"
     fig.savefig(path, dpi=60)
     plt.close(fig)
     _palettise(path)
@@ -258,6 +259,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=Path, default=None)
+    parser.add_argument("--image-prefix", default="ptyinr_",
+                        help="image file names: PREFIX + case + .png")
     parser.add_argument("--speed", action="store_true",
                         help="only time PtyINR steps (precision, compile, presets)")
     parser.add_argument("--speed-steps", type=int, default=5)
@@ -303,7 +306,8 @@ def main() -> None:
                                         "loadavg": os.getloadavg()[0]}
             print(f"# {name} {method}: {entry['methods'][method]}", flush=True)
         if args.images is not None:
-            entry["image"] = save_images(name, data, results, args.images)
+            entry["image"] = save_images(name, data, results, args.images,
+                                         args.image_prefix)
         out["cases"][name] = entry
     for overlap in args.omega_overlaps:
         data = make_case(overlap, "none", args)
