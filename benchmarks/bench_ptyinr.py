@@ -103,6 +103,8 @@ def scored(result: Any, data: Any, times: tuple[float, float]) -> dict[str, Any]
     extras = result.extras or {}
     starts = ({"start_errors": extras["start_errors"], "chosen_start": extras["chosen_start"]}
               if extras.get("start_errors") else {})  # PtyINR restarts (option starts > 1)
+    if "defocus_edge_phase" in extras:  # PtyINR's searched probe start
+        starts["defocus_edge_phase"] = extras["defocus_edge_phase"]
     return {**score(result, data), "seconds": seconds, "cpu_seconds": cpu,
             "final_error": result.errors[-1], **starts}
 
