@@ -65,12 +65,32 @@ def run_method(data: Any, method: str, args: argparse.Namespace, **extra: Any) -
               "update_every": args.steps, **args.ptyinr, **extra}
     else:
         kw = {"iterations": args.iters, "probe_init": "data", "update_every": args.iters}
+        if args.baseline_probe == "defocus":
+            kw["init"] = searched_start(data, args)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         result = reconstruct(data, method, **common, **kw)
     except EngineError as err:
         return str(err), (time.perf_counter() - t0, time.process_time() - c0)
     return result, (time.perf_counter() - t0, time.process_time() - c0)
+
+
+def searched_start(data: Any, args: argparse.Namespace) -> Any:
+    """A warm start for ePIE / DM / AD from PtyINR's "defocus" probe guess (flat object),
+    so that they can be compared from the same start (``--baseline-probe defocus``)."""
+    from napari_ptycho.engines.base import Snapshot
+    from napari_ptycho.engines.common import PtychoConfig, prepare
+    from napari_ptycho.engines.probe_search import search_defocus
+    from napari_ptycho.engines.ptyinr import PtyINRConfig
+
+    cfg = PtyINRConfig(**{k: v for k, v in args.ptyinr.items()
+                          if k.startswith("defocus_")})
+    problem = prepare(data, PtychoConfig(iterations=1, device="cpu", probe_init="data"))
+    probe, _, _ = search_defocus(problem, cfg.defocus_phases(), cfg.defocus_iterations)
+    return Snapshot(iteration=0, total=0, object=np.ones(data.object_shape, np.complex64),
+                    probe=probe.cpu().numpy(), positions=np.asarray(data.positions),
+                    errors=[], elapsed=0.0, unit="iteration", method="defocus-search",
+                    done=True)
 
 
 def scored(result: Any, data: Any, times: tuple[float, float]) -> dict[str, Any]:
@@ -83,6 +103,8 @@ def scored(result: Any, data: Any, times: tuple[float, float]) -> dict[str, Any]
     extras = result.extras or {}
     starts = ({"start_errors": extras["start_errors"], "chosen_start": extras["chosen_start"]}
               if extras.get("start_errors") else {})  # PtyINR restarts (option starts > 1)
+    if "defocus_edge_phase" in extras:  # PtyINR's searched probe start
+        starts["defocus_edge_phase"] = extras["defocus_edge_phase"]
     return {**score(result, data), "seconds": seconds, "cpu_seconds": cpu,
             "final_error": result.errors[-1], **starts}
 
@@ -137,7 +159,8 @@ def paper_score(result: Any, data: Any, region: np.ndarray) -> dict[str, float]:
             "paper_probe_amplitude": pa, "paper_probe_phase": pp}
 
 
-def save_images(case: str, data: Any, results: dict[str, Any], folder: Path) -> str:
+def save_images(case: str, data: Any, results: dict[str, Any], folder: Path,
+                prefix: str = "ptyinr_") -> str:
     """Amplitude/phase of object and probe per method (rows) next to the truth."""
     import matplotlib
 
@@ -164,7 +187,7 @@ def save_images(case: str, data: Any, results: dict[str, Any], folder: Path) -> 
                              fontsize=8)
     fig.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ptyinr_{case}.png"
+    path = folder / f"{prefix}{case}.png"
     fig.savefig(path, dpi=60)
     plt.close(fig)
     _palettise(path)
@@ -231,9 +254,15 @@ def main() -> None:
     parser.add_argument("--ptyinr", type=json.loads, default={},
                         help='extra PtyINR config as JSON, e.g. \'{"object_lr": 3e-4}\'')
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--baseline-probe", choices=("data", "defocus"), default="data",
+                        help="start of ePIE/DM/AD: the flat-phase data guess (default) or "
+                             "PtyINR's defocus-searched probe (its search time is not "
+                             "counted in their CPU time)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=Path, default=None)
+    parser.add_argument("--image-prefix", default="ptyinr_",
+                        help="image file names: PREFIX + case + .png")
     parser.add_argument("--speed", action="store_true",
                         help="only time PtyINR steps (precision, compile, presets)")
     parser.add_argument("--speed-steps", type=int, default=5)
@@ -279,7 +308,8 @@ def main() -> None:
                                         "loadavg": os.getloadavg()[0]}
             print(f"# {name} {method}: {entry['methods'][method]}", flush=True)
         if args.images is not None:
-            entry["image"] = save_images(name, data, results, args.images)
+            entry["image"] = save_images(name, data, results, args.images,
+                                         args.image_prefix)
         out["cases"][name] = entry
     for overlap in args.omega_overlaps:
         data = make_case(overlap, "none", args)

@@ -49,6 +49,19 @@ class Fit:
                              probe_init="given" if config.probe == "known" else "data")
         self.problem = p = prepare(data, proxy, init)
         self.config = config
+        # the searched start replaces only a probe the data did not give (not a warm
+        # start's or a known one); near-field data have no pupil to search, so they keep
+        # the flat guess
+        self.defocus: dict[str, Any] = {}
+        if (config.probe == "learn" and config.probe_guess == "defocus"
+                and p.probe_estimated and not p.detector.near_field):
+            from napari_ptycho.engines.probe_search import search_defocus
+
+            phases = config.defocus_phases()
+            probe, errors, chosen = search_defocus(p, phases, config.defocus_iterations)
+            p.probe = probe.to(p.probe.dtype)
+            self.defocus = {"defocus_edge_phase": chosen, "defocus_phases": phases,
+                            "defocus_errors": errors}
         self.first_loss: float | None = None  # for the engine's divergence check
         self.device = dev = p.device
         torch.manual_seed(int(config.seed))  # the MLP heads use torch's default init
