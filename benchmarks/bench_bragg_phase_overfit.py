@@ -47,6 +47,7 @@ def cdinn_variant(opts: set[str], n: int, steps: int, channels: int) -> dict[str
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng, twin = np.random.default_rng(1), "twin" in opts
     c0 = time.process_time()
+    grads: list[float] = []  # phase head's weight-gradient norm per step
     for _ in range(steps):
         if "sym" in opts or "noise" in opts:
             photons = (1e8, 1e8) if "sym" in opts else (1e5, 1e8)
@@ -59,6 +60,7 @@ def cdinn_variant(opts: set[str], n: int, steps: int, channels: int) -> dict[str
                                        LossWeights(), twin)
         opt.zero_grad()
         loss.backward()
+        grads.append(float(model.phase.head.weight.grad.norm()))
         opt.step()
     amp_in, obj = fixed
     model.eval()
@@ -71,6 +73,8 @@ def cdinn_variant(opts: set[str], n: int, steps: int, channels: int) -> dict[str
             "train_phase_mae": train_terms["phase"], "eval_phase_mae": terms["phase"],
             "eval_shape_mae": terms["shape"],
             "phase_spread_inside": float(phase[inside].std()),
+            "phase_head_grad_first": grads[0],
+            "phase_head_grad_last_10": float(np.mean(grads[-10:])),
             "cpu_s": round(time.process_time() - c0, 1)}
 
 
@@ -142,11 +146,13 @@ def main() -> None:
         out["autophasenn"] = autophasenn_finetune(args.crystals, args.steps, args.apn_lr)
         print(json.dumps(out["autophasenn"]), flush=True)
     print("\n| 3D-CDI-NN variant | train phase MAE | eval phase MAE | eval shape MAE | "
-          "phase spread | flat-phase MAE |\n|---|---|---|---|---|---|")
+          "phase spread | flat-phase MAE | head grad (first / last 10) |\n"
+          "|---|---|---|---|---|---|---|")
     for r in out["cdinn"]:
         print(f"| {r['variant'] or 'plain'} | {r['train_phase_mae']:.3f} | "
               f"{r['eval_phase_mae']:.3f} | {r['eval_shape_mae']:.4f} | "
-              f"{r['phase_spread_inside']:.3f} | {r['flat_phase_mae']:.3f} |")
+              f"{r['phase_spread_inside']:.3f} | {r['flat_phase_mae']:.3f} | "
+              f"{r['phase_head_grad_first']:.2f} / {r['phase_head_grad_last_10']:.3f} |")
     if "autophasenn" in out:
         a = out["autophasenn"]
         print(f"\nAutoPhaseNN fine-tune: loss {a['before']['loss']} -> {a['after']['loss']} "
