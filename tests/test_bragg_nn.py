@@ -206,3 +206,33 @@ def test_bcdi_dock_lists_the_networks_and_streams_volumes(make_napari_viewer, qt
     assert widget.last_error == ""
     assert widget.n_updates >= 3  # the prediction, then the refinement
     assert viewer.layers["sim amplitude"].data.shape == (32, 32, 32)
+
+
+def test_train_autophasenn_init_continues_from_a_weight_file(tmp_path: Path) -> None:
+    from napari_ptycho.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    common = ["--crystals", "2", "--valid", "1", "--epochs", "1", "--batch", "2",
+              "--cache", ""]
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert train.main(parser.parse_args(["autophasenn", "--size", "16", "--channels", "2",
+                                         *common, "-o", str(first)])) == 0
+    # a learning rate too small to move the weights: what comes out is what went in
+    args = parser.parse_args(["autophasenn", "--init", str(first), "--lr", "1e-12",
+                              "--oversampling", "2.5", "3.0", *common, "-o", str(second)])
+    assert train.main(args) == 0
+    a = torch.load(first, weights_only=True)
+    b = torch.load(second, weights_only=True)
+    assert b["spec"] == a["spec"] and b["spec"]["size"] == 16  # the file's spec, not --size
+    for key, value in a["state_dict"].items():
+        if key.endswith("weight") and value.ndim == 5:
+            assert torch.allclose(value, b["state_dict"][key], atol=1e-6), key
+    card = json.loads(second.with_suffix(".json").read_text())
+    first_card = json.loads(first.with_suffix(".json").read_text())
+    assert card["init"]["from"] == str(first)
+    assert card["init"]["command"] == first_card["command"]
+    assert card["data"]["oversampling"] == [2.5, 3.0]
+    with pytest.raises(ValueError, match="does not exist"):
+        train.main(parser.parse_args(["autophasenn", "--init", str(tmp_path / "none.pt"),
+                                      *common, "-o", str(second)]))

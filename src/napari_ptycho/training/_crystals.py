@@ -154,10 +154,11 @@ def validation_ssim(model: torch.nn.Module, amp_in: torch.Tensor, truth: np.ndar
     return out
 
 
-def start_run(args: Any, oversampling: tuple[float, float]
+def start_run(args: Any, oversampling: tuple[float, float], size: int | None = None
               ) -> tuple[np.random.Generator, torch.device, np.ndarray, torch.Tensor,
                          torch.Tensor]:
-    """Seed, pick the device and build the training bank and the validation batch.
+    """Seed, pick the device and build the training bank and the validation batch
+    (volumes of ``size``, default ``args.size``).
 
     Returns
     -------
@@ -172,8 +173,9 @@ def start_run(args: Any, oversampling: tuple[float, float]
     rng = np.random.default_rng(args.seed)
     device = select_device(args.device)
     cache = args.cache or None
-    bank = make_bank(args.crystals, args.size, TRAIN_SEED_OFFSET, oversampling, cache)
-    vbank = make_bank(args.valid, args.size, VALID_SEED_OFFSET, oversampling, cache)
+    size = int(size or args.size)
+    bank = make_bank(args.crystals, size, TRAIN_SEED_OFFSET, oversampling, cache)
+    vbank = make_bank(args.valid, size, VALID_SEED_OFFSET, oversampling, cache)
     v_amp, v_obj = make_batch(vbank, np.arange(len(vbank)), np.random.default_rng(1),
                               photons=(1e7, 1e7), augment=False)
     return rng, device, bank, v_amp, v_obj

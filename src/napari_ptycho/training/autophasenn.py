@@ -8,6 +8,10 @@ Reproduces ``weights/autophasenn_32.pt`` (the command is also on its JSON card):
 The wall-time limit makes a run on a busy CPU stop earlier than on an idle one (the card
 records the epochs actually run); ``--max-minutes 1e9`` trains the full epoch count.
 
+``--init WEIGHTS`` continues training from an AutoPhaseNN weight file (its spec is used,
+the size flags are ignored) and records the file and its card's command on the new card,
+so that the chain of commands reproduces the result.
+
 Only diffraction amplitudes enter the loss (mean |√I_est − √I_meas| of the thresholded,
 box-padded prediction); the simulated crystals' real-space values are used for the
 validation SSIM on the card, never for the gradient.
@@ -47,24 +51,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=("plain", "lean"), default="plain",
                         help="network layout: the paper's ('plain') or the compute-lean one "
                              "of nn/autophasenn_lean.py (the shipped weights)")
+    parser.add_argument("--init", default=None,
+                        help="continue from this weight file (its spec replaces the size "
+                             "flags)")
+    parser.add_argument("--oversampling", type=float, nargs=2, default=OVERSAMPLING,
+                        metavar=("LOW", "HIGH"),
+                        help="range of the training crystals' oversampling")
+
+
+def _initial_model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """(spec, network, init record): fresh, or the weights of ``--init`` to go on from."""
+    import json
+
+    import torch
+
+    from napari_ptycho.nn.autophasenn import AutoPhaseNNSpec, build_network
+
+    if not args.init:
+        spec = AutoPhaseNNSpec(size=args.size, base_channels=args.channels,
+                               box_ratio=args.box_ratio, variant=args.variant)
+        spec.validate()
+        return spec, build_network(spec), {}
+    path = Path(args.init)
+    if not path.is_file():
+        raise ValueError(f"--init: weight file {str(path)!r} does not exist")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        spec = AutoPhaseNNSpec(**blob["spec"])
+        spec.validate()
+        model = build_network(spec)
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"--init: {str(path)!r} is not an AutoPhaseNN weight file: {exc}"
+                         ) from exc
+    card_path = path.with_suffix(".json")
+    previous = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    record = {"from": str(path), "command": previous.get("command"),
+              "epochs_run": previous.get("training", {}).get("epochs_run"),
+              "seconds": previous.get("training", {}).get("seconds")}
+    return spec, model, record
 
 
 def main(args: argparse.Namespace) -> int:
     """Train, validate, write the weights and their card; returns 0."""
     import torch
 
-    from napari_ptycho.nn.autophasenn import (
-        AutoPhaseNNSpec,
-        build_network,
-        fourier_amplitude_loss,
-        thresholded,
-    )
+    from napari_ptycho.nn.autophasenn import fourier_amplitude_loss, thresholded
 
-    spec = AutoPhaseNNSpec(size=args.size, base_channels=args.channels,
-                           box_ratio=args.box_ratio, variant=args.variant)
-    spec.validate()
-    rng, device, bank, v_amp, v_obj = start_run(args, OVERSAMPLING)
-    model = build_network(spec).to(device)
+    oversampling = (float(args.oversampling[0]), float(args.oversampling[1]))
+    spec, model, init = _initial_model(args)
+    rng, device, bank, v_amp, v_obj = start_run(args, oversampling, spec.size)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = max(1, len(bank) // args.batch)
     t0 = time.perf_counter()
@@ -112,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
         "network": "AutoPhaseNN (Yao et al. 2022), unsupervised",
         "spec": spec.to_dict(),
         "command": "napari-ptycho train autophasenn " + " ".join(sys.argv[3:]),
-        "data": data_card(args, OVERSAMPLING),
+        "data": data_card(args, oversampling),
         "training": {"epochs_run": len(history), "epochs_planned": args.epochs,
                      "stopped_by_time_limit": stopped_early, "batch": args.batch,
                      "lr": args.lr,
@@ -124,6 +161,7 @@ def main(args: argparse.Namespace) -> int:
                     "valid_ssim_amplitude_mean": float(np.nanmean(ssim)),
                     "valid_ssim_amplitude_min": float(np.nanmin(ssim))},
         "history": history,
+        **({"init": init} if init else {}),
     }
     save_weights(model, spec.to_dict(), Path(args.output), card)
     print(f"wrote {args.output} (valid amplitude SSIM mean {np.nanmean(ssim):.3f})")
