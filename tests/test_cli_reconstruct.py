@@ -112,3 +112,21 @@ def test_ctrl_c_saves_the_partial_result(scan_file, tmp_path):
     assert not result.done
     assert result.parameters["iterations"] == 100000
     assert "partial result saved" in stderr.decode()
+
+
+def test_first_ctrl_c_is_a_request_the_second_interrupts():
+    import threading
+
+    from napari_ptycho.commands.reconstruct import _StopRequest
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread only")
+    before = signal.getsignal(signal.SIGINT)
+    with _StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.requested  # the first one only sets the flag
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+    assert signal.getsignal(signal.SIGINT) is before

@@ -173,6 +173,36 @@ def _load(args: argparse.Namespace) -> Any:
                 pixel_size=args.pixel_size)
 
 
+class _StopRequest:
+    """The first Ctrl-C asks the run to stop at its next snapshot; a second one interrupts
+    at once (KeyboardInterrupt).
+
+    A KeyboardInterrupt raised at an arbitrary point can land inside the progress bar's
+    write lock and leave it held, so that the save after it waits forever (the likely cause
+    of a hang seen once in ``test_ctrl_c_saves_the_partial_result`` under load); the first
+    request is therefore only a flag. Outside the main thread (no signals there) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> _StopRequest:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
 def main(args: argparse.Namespace) -> int:
     """Reconstruct, save the result (partial on Ctrl-C) and print a JSON summary."""
     from napari_ptycho.engines.base import EngineError, Result, get_engine
@@ -206,16 +236,24 @@ def main(args: argparse.Namespace) -> int:
     last = None
     interrupted = False
     start = time.perf_counter()
+    stop = _StopRequest()
+    runner = engine().run(data, config, init)
     try:
-        for snap in engine().run(data, config, init):
-            last = snap
-            progress.update(snap)
+        with stop:
+            for snap in runner:
+                last = snap
+                progress.update(snap)
+                if stop.requested:
+                    interrupted = True
+                    break
     except KeyboardInterrupt:
         interrupted = True
     except EngineError as exc:
         progress.close()
         print(f"napari-ptycho reconstruct: {exc}", file=sys.stderr)
         return 1
+    finally:
+        runner.close()
     progress.close()
     if last is None:
         print("napari-ptycho reconstruct: interrupted before the first snapshot; nothing "
