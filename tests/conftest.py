@@ -39,3 +39,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def diffusion_scan():
+    """A 32² grf object scanned by a 16² probe at 30 % overlap: the diffusion tests' tiny case."""
+    from napari_ptycho.physics.simulate import simulate_ptycho
+
+    return simulate_ptycho(object="grf", object_size=32, probe_size=16, overlap=0.3,
+                           photons=1e5, photons_mode="max", seed=3, probe_fwhm=6)

@@ -23,14 +23,6 @@ from napari_ptycho.nn.ddpm import Schedule, sample
 from napari_ptycho.nn.unet import UNet, UNetConfig, load_prior
 
 
-@pytest.fixture(scope="module")
-def tiny_scan():
-    from napari_ptycho.physics.simulate import simulate_ptycho
-
-    return simulate_ptycho(object="grf", object_size=32, probe_size=16, overlap=0.3,
-                           photons=1e5, photons_mode="max", seed=3, probe_fwhm=6)
-
-
 def test_linear_schedule_matches_ho_et_al():
     s = Schedule.linear()
     betas = np.linspace(1e-4, 0.02, 1000)
@@ -130,10 +122,10 @@ def test_shipped_prior_loads_with_card_and_samples_two_channel_images_in_range()
     assert float(x.min()) >= -1 and float(x.max()) <= 1 and float(x.std()) > 0.05
 
 
-def test_one_dps_step_lowers_the_data_misfit_of_the_clean_estimate(tiny_scan):
+def test_one_dps_step_lowers_the_data_misfit_of_the_clean_estimate(diffusion_scan):
     model, patch, _ = load_prior()
     cfg = DiffusionConfig(device="cpu")
-    problem = prepare(tiny_scan, cfg)
+    problem = prepare(diffusion_scan, cfg)
     s = Schedule.linear().respaced(20)
     i, offsets = 10, [(3, 5)]
     eng = Diffusion()
@@ -151,9 +143,9 @@ def test_one_dps_step_lowers_the_data_misfit_of_the_clean_estimate(tiny_scan):
     assert float(after) < float(before)
 
 
-def test_engine_streams_timesteps_including_time_travel(tiny_scan):
+def test_engine_streams_timesteps_including_time_travel(diffusion_scan):
     # polish=0: the prior's own sample, which stays inside the configured ranges
-    snaps = list(stream(tiny_scan, "diffusion", iterations=6, time_travel=2, travel_every=2,
+    snaps = list(stream(diffusion_scan, "diffusion", iterations=6, time_travel=2, travel_every=2,
                         update_every=2, device="cpu", jacobian=False, polish=0))
     total = 6 + 2 * 2
     assert [s.iteration for s in snaps] == [2, 4, 6, 8, 10]
@@ -163,30 +155,30 @@ def test_engine_streams_timesteps_including_time_travel(tiny_scan):
     assert amp.min() >= 0.8 - 1e-5 and amp.max() <= 1.0 + 1e-5
 
 
-def test_guidance_fits_the_data_better_than_the_unguided_prior(tiny_scan):
+def test_guidance_fits_the_data_better_than_the_unguided_prior(diffusion_scan):
     kw = dict(iterations=8, time_travel=0, device="cpu", jacobian=False, seed=2, dc_steps=0,
               polish=0)
-    free = reconstruct(tiny_scan, "diffusion", zeta=0.0, **kw)
-    guided = reconstruct(tiny_scan, "diffusion", zeta=0.3, **kw)
+    free = reconstruct(diffusion_scan, "diffusion", zeta=0.0, **kw)
+    guided = reconstruct(diffusion_scan, "diffusion", zeta=0.3, **kw)
     assert guided.errors[-1] < 0.75 * free.errors[-1]
 
 
-def test_data_consistency_steps_bring_the_estimate_near_the_noise_floor(tiny_scan):
+def test_data_consistency_steps_bring_the_estimate_near_the_noise_floor(diffusion_scan):
     # issue #9: plain DPS left x̂0 far from the data (40x the truth's misfit at 62 %);
     # illumination-normalised steps on x̂0 must cut that misfit several-fold
     kw = dict(iterations=8, time_travel=0, device="cpu", seed=2, polish=0)
-    dps = reconstruct(tiny_scan, "diffusion", zeta=0.2, dc_steps=0, **kw)
-    dc = reconstruct(tiny_scan, "diffusion", dc_steps=3, **kw)
+    dps = reconstruct(diffusion_scan, "diffusion", zeta=0.2, dc_steps=0, **kw)
+    dc = reconstruct(diffusion_scan, "diffusion", dc_steps=3, **kw)
     assert dc.errors[-1] < 0.3 * dps.errors[-1]
 
 
-def test_final_polish_lowers_the_data_error_of_the_returned_object(tiny_scan):
+def test_final_polish_lowers_the_data_error_of_the_returned_object(diffusion_scan):
     kw = dict(iterations=4, time_travel=0, device="cpu", seed=2, dc_steps=1)
-    raw = reconstruct(tiny_scan, "diffusion", polish=0, **kw)
-    polished = reconstruct(tiny_scan, "diffusion", polish=30, **kw)
+    raw = reconstruct(diffusion_scan, "diffusion", polish=0, **kw)
+    polished = reconstruct(diffusion_scan, "diffusion", polish=30, **kw)
     assert polished.errors[-1] < 0.5 * raw.errors[-1]
     assert len(polished.errors) == len(raw.errors) == 4
-    problem = prepare(tiny_scan, DiffusionConfig(device="cpu"))
+    problem = prepare(diffusion_scan, DiffusionConfig(device="cpu"))
     e = Diffusion.misfit(problem, torch.as_tensor(polished.object))[1]
     assert e == pytest.approx(polished.errors[-1], rel=1e-4)
 
@@ -203,10 +195,10 @@ def test_annealed_data_consistency_weight_follows_the_diffusion_noise():
     assert w[i] == pytest.approx(var / (var + 0.04))
 
 
-def test_annealed_data_consistency_leaves_the_last_estimate_to_the_prior(tiny_scan):
+def test_annealed_data_consistency_leaves_the_last_estimate_to_the_prior(diffusion_scan):
     kw = dict(iterations=8, time_travel=0, device="cpu", seed=2, polish=0, dc_steps=3)
-    full = reconstruct(tiny_scan, "diffusion", **kw)
-    annealed = reconstruct(tiny_scan, "diffusion", dc_noise=0.3, **kw)
+    full = reconstruct(diffusion_scan, "diffusion", **kw)
+    annealed = reconstruct(diffusion_scan, "diffusion", dc_noise=0.3, **kw)
     # late steps take (almost) no data step, so the last x̂0 fits the data less
     assert annealed.errors[-1] > 1.5 * full.errors[-1]
     assert annealed.errors[0] == pytest.approx(full.errors[0], rel=0.05)
@@ -232,26 +224,26 @@ def test_final_denoising_removes_noise_from_an_object_near_the_prior():
     assert float(amp.min()) >= 0.8 - 1e-5 and float(amp.max()) <= 1.0 + 1e-5
 
 
-def test_final_denoising_runs_after_the_polish_and_reports_its_error(tiny_scan):
+def test_final_denoising_runs_after_the_polish_and_reports_its_error(diffusion_scan):
     kw = dict(iterations=4, time_travel=0, device="cpu", seed=2, dc_steps=1, polish=10)
-    res = reconstruct(tiny_scan, "diffusion", final_denoise=30, final_draws=2, **kw)
-    plain = reconstruct(tiny_scan, "diffusion", **kw)
+    res = reconstruct(diffusion_scan, "diffusion", final_denoise=30, final_draws=2, **kw)
+    plain = reconstruct(diffusion_scan, "diffusion", **kw)
     assert not np.allclose(res.object, plain.object)
-    problem = prepare(tiny_scan, DiffusionConfig(device="cpu"))
+    problem = prepare(diffusion_scan, DiffusionConfig(device="cpu"))
     e = Diffusion.misfit(problem, torch.as_tensor(res.object))[1]
     assert e == pytest.approx(res.errors[-1], rel=1e-4)
     # a few AWF iterations after the denoising bring the data misfit back down
-    refit = reconstruct(tiny_scan, "diffusion", final_denoise=30, final_draws=2,
+    refit = reconstruct(diffusion_scan, "diffusion", final_denoise=30, final_draws=2,
                         final_refit=5, **kw)
     assert refit.errors[-1] < 0.8 * res.errors[-1]
 
 
-def test_several_samples_stream_in_turn_and_their_mean_is_returned(tiny_scan):
-    snaps = list(stream(tiny_scan, "diffusion", iterations=3, time_travel=0, samples=2,
+def test_several_samples_stream_in_turn_and_their_mean_is_returned(diffusion_scan):
+    snaps = list(stream(diffusion_scan, "diffusion", iterations=3, time_travel=0, samples=2,
                         polish=0, update_every=2, device="cpu", seed=1))
     assert [s.iteration for s in snaps] == [2, 4, 6] and snaps[-1].total == 6
-    assert len(snaps[-1].errors) == 6 and snaps[-1].object.shape == tiny_scan.object_shape
-    problem = prepare(tiny_scan, DiffusionConfig(device="cpu"))
+    assert len(snaps[-1].errors) == 6 and snaps[-1].object.shape == diffusion_scan.object_shape
+    problem = prepare(diffusion_scan, DiffusionConfig(device="cpu"))
     e = Diffusion.misfit(problem, torch.as_tensor(snaps[-1].object))[1]
     assert e == pytest.approx(snaps[-1].errors[-1], rel=1e-4)
 
@@ -277,19 +269,19 @@ def test_object_to_image_mapping_round_trips_even_across_phase_wraps():
                                atol=1e-5, rtol=0)
 
 
-def test_bad_scans_and_parameters_are_refused_before_starting(tiny_scan):
+def test_bad_scans_and_parameters_are_refused_before_starting(diffusion_scan):
     from napari_ptycho.physics.simulate import simulate_ptycho
 
     with pytest.raises(ValueError, match="zeta"):
-        reconstruct(tiny_scan, "diffusion", zeta=-1.0)
+        reconstruct(diffusion_scan, "diffusion", zeta=-1.0)
     with pytest.raises(ValueError, match="update_probe"):
-        reconstruct(tiny_scan, "diffusion", update_probe=True)
+        reconstruct(diffusion_scan, "diffusion", update_probe=True)
     for field, value in (("samples", 0), ("dc_steps", -1), ("polish", -2), ("dc_step", 0.0),
                          ("dc_step", 3.0), ("dc_alpha", 0.0), ("dc_alpha", float("nan")),
                          ("dc_noise", -0.1), ("final_denoise", 1000), ("final_draws", 0),
                          ("final_refit", -1)):
         with pytest.raises(ValueError, match=field):
-            reconstruct(tiny_scan, "diffusion", **{field: value})
+            reconstruct(diffusion_scan, "diffusion", **{field: value})
     sparse = simulate_ptycho(object="grf", object_size=64, probe_size=16, photons=1e4,
                              probe_fwhm=6,
                              positions=np.array([[0, 0], [0, 40], [40, 0], [40, 40]]))
@@ -325,7 +317,7 @@ def test_train_command_writes_a_loadable_prior_and_card(tmp_path):
         train.load_training_image(tmp_path / "missing.tif")
 
 
-def test_dock_streams_diffusion_timesteps_into_layers(make_napari_viewer, qtbot, tiny_scan,
+def test_dock_streams_diffusion_timesteps_into_layers(make_napari_viewer, qtbot, diffusion_scan,
                                                       tmp_path, monkeypatch):
     pytest.importorskip("napari")
     from napari_ptycho._widgets.reconstruct import ReconstructionWidget
@@ -333,7 +325,7 @@ def test_dock_streams_diffusion_timesteps_into_layers(make_napari_viewer, qtbot,
 
     monkeypatch.setenv("NAPARI_PTYCHO_CONFIG_DIR", str(tmp_path / "config"))
     viewer = make_napari_viewer()
-    add_scan(viewer, tiny_scan)
+    add_scan(viewer, diffusion_scan)
     dock = ReconstructionWidget(viewer)
     viewer.window.add_dock_widget(dock)
     dock.method_box.setCurrentText("diffusion")
@@ -349,7 +341,7 @@ def test_dock_streams_diffusion_timesteps_into_layers(make_napari_viewer, qtbot,
     its = [r.iteration for r in seen]
     assert its == sorted(its) and its[-1] > its[0]
     assert all(r.unit == "timestep" and r.method == "diffusion" for r in seen)
-    assert seen[-1].object.shape == tiny_scan.object_shape
+    assert seen[-1].object.shape == diffusion_scan.object_shape
 
 
 def test_train_command_continues_a_prior_with_its_architecture_and_step_count(tmp_path):

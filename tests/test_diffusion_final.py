@@ -22,14 +22,6 @@ from napari_ptycho.nn.ddpm import Schedule
 from napari_ptycho.nn.unet import load_prior
 
 
-@pytest.fixture(scope="module")
-def tiny_scan():
-    from napari_ptycho.physics.simulate import simulate_ptycho
-
-    return simulate_ptycho(object="grf", object_size=32, probe_size=16, overlap=0.3,
-                           photons=1e5, photons_mode="max", seed=3, probe_fwhm=6)
-
-
 def _ladder_sigma() -> np.ndarray:
     ab = Schedule.linear().alpha_bar
     return np.array([math.sqrt((1 - ab[t]) / ab[t]) for t in LADDER])
@@ -86,20 +78,20 @@ def test_adaptive_denoising_smooths_only_where_the_illumination_is_weak():
     assert float((out - noisy)[left].abs().mean()) < float((out - noisy)[right].abs().mean())
 
 
-def test_engine_applies_adaptive_denoising_after_the_polish(tiny_scan):
+def test_engine_applies_adaptive_denoising_after_the_polish(diffusion_scan):
     kw = dict(iterations=4, time_travel=0, device="cpu", seed=2, dc_steps=1, polish=10)
-    res = reconstruct(tiny_scan, "diffusion", final_noise=0.15, final_draws=1, **kw)
-    plain = reconstruct(tiny_scan, "diffusion", **kw)
+    res = reconstruct(diffusion_scan, "diffusion", final_noise=0.15, final_draws=1, **kw)
+    plain = reconstruct(diffusion_scan, "diffusion", **kw)
     assert not np.allclose(res.object, plain.object)
     amp = np.abs(res.object)
     assert amp.min() >= 0.8 - 1e-5 and amp.max() <= 1.0 + 1e-5
-    problem = prepare(tiny_scan, DiffusionConfig(device="cpu"))
+    problem = prepare(diffusion_scan, DiffusionConfig(device="cpu"))
     e = Diffusion.misfit(problem, torch.as_tensor(res.object))[1]
     assert e == pytest.approx(res.errors[-1], rel=1e-4)
     for bad in ({"final_noise": -0.1}, {"final_noise": float("nan")},
                 {"final_noise": 0.1, "final_denoise": 50}):
         with pytest.raises(ValueError, match="final_noise"):
-            reconstruct(tiny_scan, "diffusion", **bad)
+            reconstruct(diffusion_scan, "diffusion", **bad)
 
 
 def _bench():
