@@ -184,6 +184,33 @@ def test_train_command_writes_weights_only_loadable_file_and_card(tmp_path: Path
     assert card["spec"]["size"] == 16 and card["training"]["epochs_run"] == 1
 
 
+@pytest.mark.parametrize("flag", [[], ["--no-augment"]])
+def test_train_cdinn_no_augment_switches_the_cube_symmetries_off(tmp_path: Path, monkeypatch,
+                                                                 flag) -> None:
+    from napari_ptycho.commands import train
+    from napari_ptycho.training import cdinn
+
+    seen: list[bool] = []
+    real = cdinn.make_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("augment", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cdinn, "make_batch", spy)
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    out = tmp_path / "tiny.pt"
+    args = parser.parse_args(["cdinn", "--crystals", "2", "--valid", "1", "--size", "16",
+                              "--channels", "2", "--epochs", "1", "--batch", "2",
+                              "--cache", "", *flag, "-o", str(out)])
+    assert train.main(args) == 0
+    augmented = not flag
+    assert seen == [augmented]  # one training batch, augmented unless --no-augment
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["data"]["augmentation"].startswith("48 cube" if augmented else "none")
+
+
 @pytest.mark.gui
 @pytest.mark.parametrize("method", ["autophasenn", "cdinn"])
 def test_bcdi_dock_lists_the_networks_and_streams_volumes(make_napari_viewer, qtbot, crystal,

@@ -187,4 +187,5 @@ def data_card(args: Any, oversampling: tuple[float, float]) -> dict[str, Any]:
             "train_seeds": [TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + args.crystals - 1],
             "valid_seeds": [VALID_SEED_OFFSET, VALID_SEED_OFFSET + args.valid - 1],
             "oversampling": list(oversampling), "photons": [1e5, 1e8],
-            "augmentation": "48 cube symmetries, Poisson noise redrawn per batch"}
+            "augmentation": ("48 cube symmetries, " if getattr(args, "augment", True)
+                             else "none (--no-augment), ") + "Poisson noise redrawn per batch"}

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--twin-invariant", action="store_true",
                         help="score the supervised terms against the label or its twin "
                              "(conjugate inversion), whichever fits better")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="feed the crystals as simulated (no random cube symmetry per "
+                             "batch); Poisson noise is still redrawn every step")
 
 
 def _labels(obj: Any) -> tuple[Any, Any]:
@@ -95,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
                        int(total * (1 - args.stage1)), elapsed - budget * args.stage1,
                        args.max_minutes * (1 - args.stage1))
             idx = np.sort(order[step * args.batch:(step + 1) * args.batch])
-            amp_in, obj = make_batch(bank, idx, rng)
+            amp_in, obj = make_batch(bank, idx, rng, augment=args.augment)
             amp_in, obj = amp_in.to(device), obj.to(device)
             true_amp, true_phase = _labels(obj)
             amp, phase = model(amp_in[:, None])
