@@ -2,8 +2,8 @@
 
 Reproduces ``weights/cdinn_32.pt`` (the command is also on its JSON card)::
 
-    napari-ptycho train cdinn --crystals 600 --epochs 40 --channels 4 --threads 1 \\
-        --max-minutes 30 -o src/napari_ptycho/weights/cdinn_32.pt
+    napari-ptycho train cdinn --crystals 1000 --epochs 40 --channels 4 --threads 1 \\
+        --max-minutes 28 --twin-invariant -o src/napari_ptycho/weights/cdinn_32.pt
 
 The wall-time limit makes a run on a busy CPU stop earlier than on an idle one (the card
 records the epochs actually run); ``--max-minutes 1e9`` trains the full epoch count.
