@@ -126,3 +126,21 @@ def test_near_field_keeps_the_flat_guess():
     last = list(stream(data, "ptyinr", iterations=1, update_every=1, device="cpu",
                        object_width=16, object_layers=1, prefit_steps=5))[-1]
     assert "defocus_edge_phase" not in last.extras and np.isfinite(last.object).all()
+
+
+def test_restarts_search_the_probe_once(focused_scan, monkeypatch):
+    import napari_ptycho.engines.probe_search as ps
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return search_defocus(*args, **kwargs)
+
+    monkeypatch.setattr(ps, "search_defocus", counted)
+    last = list(stream(focused_scan, "ptyinr", iterations=4, starts=3, start_steps=2,
+                       update_every=1, device="cpu", object_width=16, object_layers=1,
+                       prefit_steps=5, defocus_candidates=5))[-1]
+    assert len(calls) == 1  # the search reads the data only: one per run, not per start
+    assert last.extras["start_errors"] and len(last.extras["start_errors"]) == 3
+    assert last.extras["defocus_edge_phase"] in last.extras["defocus_phases"]

@@ -42,9 +42,14 @@ class Fit:
     config : PtyINRConfig
     init : Snapshot, optional
         Warm start: its saved network state when compatible, else its arrays (pre-fit).
+    searched : (Tensor, dict), optional
+        The ``search`` of an earlier start on the same data (its "defocus" probe and
+        record), reused instead of searching again: the search reads the data only, so
+        every restart would find the same probe.
     """
 
-    def __init__(self, data: Any, config: Any, init: Any = None) -> None:
+    def __init__(self, data: Any, config: Any, init: Any = None,
+                 searched: tuple[torch.Tensor, dict[str, Any]] | None = None) -> None:
         proxy = PtychoConfig(iterations=1, seed=config.seed, device=config.device,
                              probe_init="given" if config.probe == "known" else "data")
         self.problem = p = prepare(data, proxy, init)
@@ -53,15 +58,20 @@ class Fit:
         # start's or a known one); near-field data have no pupil to search, so they keep
         # the flat guess
         self.defocus: dict[str, Any] = {}
+        self.search: tuple[torch.Tensor, dict[str, Any]] | None = None
         if (config.probe == "learn" and config.probe_guess == "defocus"
                 and p.probe_estimated and not p.detector.near_field):
-            from napari_ptycho.engines.probe_search import search_defocus
+            if searched is None:
+                from napari_ptycho.engines.probe_search import search_defocus
 
-            phases = config.defocus_phases()
-            probe, errors, chosen = search_defocus(p, phases, config.defocus_iterations)
-            p.probe = probe.to(p.probe.dtype)
-            self.defocus = {"defocus_edge_phase": chosen, "defocus_phases": phases,
-                            "defocus_errors": errors}
+                phases = config.defocus_phases()
+                probe, errors, chosen = search_defocus(p, phases, config.defocus_iterations)
+                searched = (probe.to(p.probe.dtype),
+                            {"defocus_edge_phase": chosen, "defocus_phases": phases,
+                             "defocus_errors": errors})
+            self.search = searched
+            p.probe = searched[0].clone()
+            self.defocus = searched[1]
         self.first_loss: float | None = None  # for the engine's divergence check
         self.device = dev = p.device
         torch.manual_seed(int(config.seed))  # the MLP heads use torch's default init

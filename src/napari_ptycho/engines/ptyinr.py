@@ -285,9 +285,10 @@ class PtyINR:
                         list((getattr(init, "extras", None) or {}).get("loss_history", [])),
                         starts)
         best: tuple[float, int, Any] | None = None
+        searched = fit.search  # the probe search's result, not the first start's networks
         for i in range(starts):
             if i:
-                fit = Fit(data, config.start_config(i), init)
+                fit = Fit(data, config.start_config(i), init, searched=searched)
             run.start, first = i, run.it
             try:
                 yield from self._steps(fit, 0, trial, run, config)
