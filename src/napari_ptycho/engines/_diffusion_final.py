@@ -68,13 +68,31 @@ def noise_map(illumination: torch.Tensor, sigma0: float, reference: float) -> to
     return sigma0 / rel.clamp_min(1e-12).sqrt()
 
 
+def tweedie_mean(model: Any, x: torch.Tensor, t: int, patch: int, draws: int,
+                 gen: torch.Generator, offsets: Any) -> torch.Tensor:
+    """E[x_0 | x_t] of an image ``x`` (1, 2, H, W) in [-1, 1] noised to network timestep
+    ``t`` of the linear schedule, averaged over ``draws`` draws of the noise (and of the
+    tile offsets, ``offsets(gen)``); each estimate is clipped to [-1, 1]."""
+    from napari_ptycho.engines.diffusion import denoise_tiled
+    from napari_ptycho.nn.ddpm import Schedule
+
+    full = Schedule.linear()
+    ab = float(full.alpha_bar[t])
+    acc = torch.zeros_like(x)
+    for _ in range(int(draws)):
+        noise = torch.randn(x.shape, generator=gen).to(x.device)
+        xt = math.sqrt(ab) * x + math.sqrt(1 - ab) * noise
+        eps = denoise_tiled(model, xt, t, patch, offsets(gen))
+        acc = acc + full.predict_x0(xt, t, eps).clamp(-1, 1)
+    return acc / int(draws)
+
+
 def adaptive_denoise(model: Any, x: torch.Tensor, illumination: torch.Tensor, sigma0: float,
                      reference: float, phase_ratio: float, patch: int, draws: int,
                      gen: torch.Generator, offsets: Any) -> torch.Tensor:
     """Per-pixel-timestep Tweedie denoising of a 2-channel image ``x`` (1, 2, H, W) in
     [-1, 1] (``illumination`` (H, W), ``reference`` = one probe's peak intensity);
     ``offsets(gen)`` gives each draw's tile offsets. Returns (1, 2, H, W)."""
-    from napari_ptycho.engines.diffusion import denoise_tiled
     from napari_ptycho.nn.ddpm import Schedule
 
     full = Schedule.linear()
@@ -82,14 +100,7 @@ def adaptive_denoise(model: Any, x: torch.Tensor, illumination: torch.Tensor, si
                              for t in LADDER])
     estimates = [x[0]]
     for t in LADDER:
-        ab = float(full.alpha_bar[t])
-        acc = torch.zeros_like(x)
-        for _ in range(int(draws)):
-            noise = torch.randn(x.shape, generator=gen).to(x.device)
-            xt = math.sqrt(ab) * x + math.sqrt(1 - ab) * noise
-            eps = denoise_tiled(model, xt, t, patch, offsets(gen))
-            acc = acc + full.predict_x0(xt, t, eps).clamp(-1, 1)
-        estimates.append(acc[0] / int(draws))
+        estimates.append(tweedie_mean(model, x, t, patch, draws, gen, offsets)[0])
     stack = torch.stack(estimates)                                   # (K + 1, 2, H, W)
     sigma_amp = noise_map(illumination.to(x.device), float(sigma0), float(reference))
     out = []

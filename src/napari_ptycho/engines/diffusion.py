@@ -302,8 +302,11 @@ class Diffusion:
             errors[-1] = self.polish(problem, int(config.polish))
             check_finite(problem, errors[-1], done)
         if int(config.final_denoise) > 0 or float(config.final_noise) > 0:
-            illum = self.illumination_norm(problem, 0.0)
-            peak = float(problem.windows.probes(problem.probe).abs().square().sum(dim=1).max())
+            illum, peak = None, 0.0
+            if float(config.final_noise) > 0:  # only the per-pixel timesteps need them
+                illum = self.illumination_norm(problem, 0.0)
+                peak = float(problem.windows.probes(problem.probe).abs().square()
+                             .sum(dim=1).max())
             with torch.no_grad():
                 problem.obj = self.final_denoise(model, problem.obj, patch, config, gen,
                                                  illum, peak)
@@ -335,29 +338,25 @@ class Diffusion:
         The object keeps the global phase its samples gave it (inside the configured
         range); values the polish moved outside the range are clipped.
         """
-        from napari_ptycho.engines._diffusion_final import adaptive_denoise, phase_noise_ratio
-        from napari_ptycho.nn.ddpm import Schedule
+        from napari_ptycho.engines._diffusion_final import (
+            adaptive_denoise,
+            phase_noise_ratio,
+            tweedie_mean,
+        )
 
         x = self.from_object(obj, torch.zeros((1, 2, *obj.shape), device=obj.device), config)
+        offsets = lambda g: self._offsets(patch, 1, g)  # noqa: E731  one tiling per draw
         if float(config.final_noise) > 0:
             if illumination is None or not reference > 0:
                 raise ValueError("final_noise needs the illumination map and the probe's "
                                  "peak intensity")
             out = adaptive_denoise(model, x, illumination, float(config.final_noise),
                                    reference, phase_noise_ratio(config), patch,
-                                   int(config.final_draws), gen,
-                                   lambda g: self._offsets(patch, 1, g))
-            return self.to_object(out, config)
-        t = int(config.final_denoise)
-        full = Schedule.linear()
-        ab = float(full.alpha_bar[t])
-        out = torch.zeros_like(x)
-        for _ in range(int(config.final_draws)):
-            noise = torch.randn(x.shape, generator=gen).to(x.device)
-            xt = math.sqrt(ab) * x + math.sqrt(1 - ab) * noise
-            eps = denoise_tiled(model, xt, t, patch, self._offsets(patch, 1, gen))
-            out = out + full.predict_x0(xt, t, eps).clamp(-1, 1)
-        return self.to_object(out / int(config.final_draws), config)
+                                   int(config.final_draws), gen, offsets)
+        else:
+            out = tweedie_mean(model, x, int(config.final_denoise), patch,
+                               int(config.final_draws), gen, offsets)
+        return self.to_object(out, config)
 
     @staticmethod
     def _offsets(patch: int, shifts: int, gen: torch.Generator) -> list[tuple[int, int]]:
