@@ -180,7 +180,8 @@ class _StopRequest:
     A KeyboardInterrupt raised at an arbitrary point can land inside the progress bar's
     write lock and leave it held, so that the save after it waits forever (the likely cause
     of a hang seen once in ``test_ctrl_c_saves_the_partial_result`` under load); the first
-    request is therefore only a flag. Outside the main thread (no signals there) it does nothing.
+    request is therefore only a flag. Outside the main thread (no signals there) it does
+    nothing.
     """
 
     def __init__(self) -> None:
@@ -202,6 +203,7 @@ class _StopRequest:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
 
 def main(args: argparse.Namespace) -> int:
     """Reconstruct, save the result (partial on Ctrl-C) and print a JSON summary."""
