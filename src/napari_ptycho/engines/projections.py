@@ -172,7 +172,10 @@ class _Projections(IterativeEngine):
             r = reg * float(p_den.max())
             problem.probe = problem.probe + p_num / (p_den + r)
         if update_probe and self.gauge is not None:
-            problem.obj, problem.probe = self.gauge.apply(problem.obj, problem.probe)
+            # the probe's band is measured now, not once: on noisy data it widens to
+            # Nyquist, and harmonics allowed for the first guess then alias
+            band = probe_bandwidth(problem.probe) if w.has_fraction else None
+            problem.obj, problem.probe = self.gauge.apply(problem.obj, problem.probe, band)
 
     def fourier_projection(self, problem: Problem, waves: torch.Tensor, sl: slice
                            ) -> torch.Tensor:
