@@ -109,3 +109,12 @@ def test_raster_gauge_skips_harmonics_that_the_current_probe_band_would_alias():
     # a probe that fills 0.3 cycles/px: 1/4 cycle/px more would pass Nyquist
     kept_obj, kept_probe = gauge.apply(obj, probe, bandwidth=(0.3, 0.3))
     assert kept_obj is obj and kept_probe is probe
+
+
+def test_raster_gauge_follows_the_rounded_windows_without_subpixel_shifts(noisy):
+    # step 7.16 px: the rounded corners are no lattice, so there is no gauge to apply
+    assert _engine(noisy)[0].gauge.active
+    assert not _engine(noisy, subpixel=False)[0].gauge.active
+    snap = list(stream(noisy, method="dm", iterations=30, update_every=30,
+                       probe_init="data", seed=0, subpixel=False))[-1]
+    assert np.all(np.isfinite(snap.errors)) and max(snap.errors) < 1.0

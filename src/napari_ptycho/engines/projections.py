@@ -128,7 +128,11 @@ class _Projections(IterativeEngine):
             w = problem.windows
             # whole-pixel windows need no sub-pixel shift, so no band limit
             band = probe_bandwidth(problem.probe) if w.has_fraction else (0.0, 0.0)
-            self.gauge = RasterGauge(w.positions.cpu().numpy(), w.probe_shape, w.object_shape,
+            # the lattice of the windows as placed: with subpixel=False that is the
+            # rounded corners (a non-integer raster step rounds to no lattice at all; the
+            # gauge fitted to the unrounded one changed the exit waves and DM diverged)
+            placed = w.positions if w.subpixel else w.corners.to(torch.float64)
+            self.gauge = RasterGauge(placed.cpu().numpy(), w.probe_shape, w.object_shape,
                                      problem.device, bandwidth=band)
         n = int(config.iterations)
         self.ap_from = problem.start_iteration + n - int(round(config.final_ap_fraction * n))
