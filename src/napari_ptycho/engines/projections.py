@@ -32,7 +32,7 @@ from napari_ptycho.engines.common import (
     modulus_projection,
 )
 from napari_ptycho.engines.config import check_unit
-from napari_ptycho.engines.raster_gauge import RasterGauge, probe_bandwidth
+from napari_ptycho.engines.raster_gauge import RUN_BAND_FRACTION, RasterGauge, probe_bandwidth
 
 
 @dataclass
@@ -182,7 +182,8 @@ class _Projections(IterativeEngine):
         if update_probe and self.gauge is not None:
             # the probe's band is measured now, not once: on noisy data it widens to
             # Nyquist, and harmonics allowed for the first guess then alias
-            band = probe_bandwidth(problem.probe) if w.has_fraction else None
+            band = (probe_bandwidth(problem.probe, RUN_BAND_FRACTION) if w.has_fraction
+                    else None)
             problem.obj, problem.probe = self.gauge.apply(problem.obj, problem.probe, band)
         if update_probe:
             self.scale_gauge(problem)
