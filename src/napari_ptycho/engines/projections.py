@@ -11,6 +11,13 @@ fix the raster-grid ambiguity after every overlap projection
 (:mod:`napari_ptycho.engines.raster_gauge`): from the generic probe guess they otherwise
 fitted the data with an object covered by a pattern at the scan period (issue #4).
 
+On noisy data both used to diverge to NaN: the overlap "projection" must never raise
+‖ψ − P·O‖, but its per-pixel probe step overshoots under sub-pixel shifts and the raster
+gauge aliased once the probe's band had widened. The probe step now takes its exact
+line-search length (:meth:`_Projections.probe_step_length`), the gauge checks the current
+band, and a scale gauge (:meth:`_Projections.scale_gauge`) holds the probe's power, so
+that probe and object cannot run off along P → cP, O → O/c.
+
 Everything the engines share (error metric, probe guess, modes, windows, run loop) lives
 in :mod:`napari_ptycho.engines.common`.
 """
