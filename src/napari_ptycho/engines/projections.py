@@ -130,6 +130,11 @@ class _Projections(IterativeEngine):
             self.psi[sl] = self.model_waves(problem, sl)
         self.buffer = torch.empty_like(self.psi)
         self.probe_power = float(abs2(problem.probe).sum())  # the scale gauge's reference
+        # sub-pixel windows: the object solve's shifted probes, kept for the probe solve
+        # that follows with the same probe (one Fourier-shift pass fewer per overlap
+        # solve, which pays for the probe step's line search)
+        self.shifted = (torch.empty_like(self.psi)
+                        if problem.windows.has_fraction and config.update_probe else None)
         self.gauge = None
         if config.raster_gauge and config.update_probe:
             w = problem.windows
@@ -163,6 +168,8 @@ class _Projections(IterativeEngine):
             den = torch.zeros(problem.obj.shape, dtype=torch.float32, device=problem.device)
             for sl in self.chunks:
                 probes = w.probes(problem.probe, sl)
+                if self.shifted is not None:
+                    self.shifted[sl] = probes
                 w.scatter_add(num, (waves[sl] * probes.conj()).sum(dim=1), sl)
                 n = sl.stop - sl.start
                 w.scatter_add(den, abs2(probes).sum(dim=1).expand(n, *w.probe_shape), sl)
@@ -178,7 +185,9 @@ class _Projections(IterativeEngine):
                                 device=problem.device)
             for sl in self.chunks:
                 patches = w.gather(problem.obj, sl)
-                resid = waves[sl] - w.probes(problem.probe, sl) * patches[:, None]
+                probes = (self.shifted[sl] if self.shifted is not None
+                          else w.probes(problem.probe, sl))
+                resid = waves[sl] - probes * patches[:, None]
                 p_num += w.unshift(resid * patches.conj()[:, None], sl).sum(dim=0)
                 p_den += abs2(patches).sum(dim=0)
             r = reg * float(p_den.max())
