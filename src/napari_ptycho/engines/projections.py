@@ -11,6 +11,13 @@ fix the raster-grid ambiguity after every overlap projection
 (:mod:`napari_ptycho.engines.raster_gauge`): from the generic probe guess they otherwise
 fitted the data with an object covered by a pattern at the scan period (issue #4).
 
+On noisy data both used to diverge to NaN: the overlap "projection" must never raise
+‖ψ − P·O‖, but its per-pixel probe step overshoots under sub-pixel shifts and the raster
+gauge aliased once the probe's band had widened. The probe step now takes its exact
+line-search length (:meth:`_Projections.probe_step_length`), the gauge checks the current
+band, and a scale gauge (:meth:`_Projections.scale_gauge`) holds the probe's power, so
+that probe and object cannot run off along P → cP, O → O/c.
+
 Everything the engines share (error metric, probe guess, modes, windows, run loop) lives
 in :mod:`napari_ptycho.engines.common`.
 """
@@ -32,7 +39,7 @@ from napari_ptycho.engines.common import (
     modulus_projection,
 )
 from napari_ptycho.engines.config import check_unit
-from napari_ptycho.engines.raster_gauge import RasterGauge, probe_bandwidth
+from napari_ptycho.engines.raster_gauge import RUN_BAND_FRACTION, RasterGauge, probe_bandwidth
 
 
 @dataclass
@@ -122,12 +129,22 @@ class _Projections(IterativeEngine):
         for sl in self.chunks:
             self.psi[sl] = self.model_waves(problem, sl)
         self.buffer = torch.empty_like(self.psi)
+        self.probe_power = float(abs2(problem.probe).sum())  # the scale gauge's reference
+        # sub-pixel windows: the object solve's shifted probes, kept for the probe solve
+        # that follows with the same probe (one Fourier-shift pass fewer per overlap
+        # solve, which pays for the probe step's line search)
+        self.shifted = (torch.empty_like(self.psi)
+                        if problem.windows.has_fraction and config.update_probe else None)
         self.gauge = None
         if config.raster_gauge and config.update_probe:
             w = problem.windows
             # whole-pixel windows need no sub-pixel shift, so no band limit
             band = probe_bandwidth(problem.probe) if w.has_fraction else (0.0, 0.0)
-            self.gauge = RasterGauge(w.positions.cpu().numpy(), w.probe_shape, w.object_shape,
+            # the lattice of the windows as placed: with subpixel=False that is the
+            # rounded corners (a non-integer raster step rounds to no lattice at all; the
+            # gauge fitted to the unrounded one changed the exit waves and DM diverged)
+            placed = w.positions if w.subpixel else w.corners.to(torch.float64)
+            self.gauge = RasterGauge(placed.cpu().numpy(), w.probe_shape, w.object_shape,
                                      problem.device, bandwidth=band)
         n = int(config.iterations)
         self.ap_from = problem.start_iteration + n - int(round(config.final_ap_fraction * n))
@@ -151,6 +168,8 @@ class _Projections(IterativeEngine):
             den = torch.zeros(problem.obj.shape, dtype=torch.float32, device=problem.device)
             for sl in self.chunks:
                 probes = w.probes(problem.probe, sl)
+                if self.shifted is not None:
+                    self.shifted[sl] = probes
                 w.scatter_add(num, (waves[sl] * probes.conj()).sum(dim=1), sl)
                 n = sl.stop - sl.start
                 w.scatter_add(den, abs2(probes).sum(dim=1).expand(n, *w.probe_shape), sl)
@@ -166,13 +185,64 @@ class _Projections(IterativeEngine):
                                 device=problem.device)
             for sl in self.chunks:
                 patches = w.gather(problem.obj, sl)
-                resid = waves[sl] - w.probes(problem.probe, sl) * patches[:, None]
+                probes = (self.shifted[sl] if self.shifted is not None
+                          else w.probes(problem.probe, sl))
+                resid = waves[sl] - probes * patches[:, None]
                 p_num += w.unshift(resid * patches.conj()[:, None], sl).sum(dim=0)
                 p_den += abs2(patches).sum(dim=0)
             r = reg * float(p_den.max())
-            problem.probe = problem.probe + p_num / (p_den + r)
+            step = p_num / (p_den + r)
+            if w.has_fraction:
+                step = step * self.probe_step_length(problem, step, p_num)
+            problem.probe = problem.probe + step
         if update_probe and self.gauge is not None:
-            problem.obj, problem.probe = self.gauge.apply(problem.obj, problem.probe)
+            # the probe's band is measured now, not once: on noisy data it widens to
+            # Nyquist, and harmonics allowed for the first guess then alias
+            band = (probe_bandwidth(problem.probe, RUN_BAND_FRACTION) if w.has_fraction
+                    else None)
+            problem.obj, problem.probe = self.gauge.apply(problem.obj, problem.probe, band)
+        if update_probe:
+            self.scale_gauge(problem)
+
+    def probe_step_length(self, problem: Problem, step: torch.Tensor,
+                          p_num: torch.Tensor) -> float:
+        """Length t ∈ [0, 1] of the probe ``step`` that minimises ‖ψ − (P + t·step)·O‖².
+
+        Dividing the probe gradient ``p_num`` by Σ|O|² pixel by pixel is the exact least-
+        squares step only for whole-pixel windows. With sub-pixel (Fourier) shifts the
+        normal matrix Σ S_nᴴ|O_n|²S_n is no longer diagonal, and where Σ|O|² varies
+        sharply between neighbouring probe pixels (an object drifting towards zero on a
+        scan-periodic pattern, as DM does on noisy data) the diagonal step overshoots: it
+        raised the residual it should lower, the exit waves grew geometrically and DM
+        stopped on NaN after 20–40 iterations. The residual is quadratic in t, so the
+        exact minimiser along the step is ``Re⟨step, p_num⟩ / Σ‖S_n(step)·O_n‖²``; it is
+        capped at 1, the diagonal step, which is taken unchanged wherever it descends.
+        """
+        w = problem.windows
+        curvature = torch.zeros((), dtype=torch.float64, device=problem.device)
+        for sl in self.chunks:
+            curvature += abs2(w.probes(step, sl) * w.gather(problem.obj, sl)[:, None]).sum()
+        slope = float((step.conj() * p_num).real.sum())
+        c = float(curvature)
+        if not (c > 0 and slope > 0 and math.isfinite(slope / c)):
+            return 0.0
+        return min(1.0, slope / c)
+
+    def scale_gauge(self, problem: Problem) -> None:
+        """Hold the probe's total power at its starting value (P → cP, O → O/c).
+
+        Exit waves P·O, and so the data fit, do not see c; neither does the next overlap
+        projection (each of its solves is equivariant under this scaling), so the DM and
+        RAAR iterates are unchanged. On noisy data the pair otherwise drifts along this
+        ambiguity (the probe's peak grew from 7e2 to 5e19 while the object's amplitude
+        fell to 1e-17) until float32 overflows; the start's power is the data-derived
+        guess's, matched to the mean measured intensity, or that of a given probe.
+        """
+        power = float(abs2(problem.probe).sum())
+        if power > 0 and math.isfinite(power):
+            c = math.sqrt(self.probe_power / power)
+            problem.probe = problem.probe * c
+            problem.obj = problem.obj / c
 
     def fourier_projection(self, problem: Problem, waves: torch.Tensor, sl: slice
                            ) -> torch.Tensor:
