@@ -120,3 +120,20 @@ def test_raster_gauge_follows_the_rounded_windows_without_subpixel_shifts(noisy)
     snap = list(stream(noisy, method="dm", iterations=30, update_every=30,
                        probe_init="data", seed=0, subpixel=False))[-1]
     assert np.all(np.isfinite(snap.errors)) and max(snap.errors) < 2.0
+
+
+@pytest.mark.parametrize(("slope", "curvature", "expected"), [
+    (0.8, 1.0, 1.0),    # the full step descends (t* = 0.8 > 1/2): taken unchanged
+    (2.0, 1.0, 1.0),    # t* beyond 1: the full step, never a longer one
+    (0.3, 1.0, 0.3),    # the full step would raise the residual: shortened to t*
+    (-1.0, 1.0, 0.0),   # not a descent direction
+    (1.0, 0.0, 0.0),    # no curvature: nothing usable
+])
+def test_probe_step_is_kept_whenever_it_descends(slope: float, curvature: float,
+                                                 expected: float) -> None:
+    from napari_ptycho.engines.projections import descending_step_length
+
+    t = descending_step_length(slope, curvature)
+    assert t == pytest.approx(expected)
+    if expected > 0:  # the chosen length lowers r(t) = -2 t slope + t² curvature
+        assert -2 * t * slope + t * t * curvature < 0

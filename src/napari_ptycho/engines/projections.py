@@ -111,6 +111,19 @@ class RAARConfig(DMConfig):
         check_unit("beta", self.beta)
 
 
+def descending_step_length(slope: float, curvature: float) -> float:
+    """Length of a step along which the residual is ``r(t) = r(0) − 2t·slope + t²·curvature``.
+
+    Returns 1 (the full step) when it lowers the residual, i.e. when the minimiser
+    t* = slope / curvature exceeds 1/2; otherwise t*, the length that lowers it most; 0 when
+    the step does not descend at all (slope ≤ 0) or the numbers are not usable.
+    """
+    if not (curvature > 0 and slope > 0 and math.isfinite(slope / curvature)):
+        return 0.0
+    t = slope / curvature
+    return 1.0 if t > 0.5 else t
+
+
 class _Projections(IterativeEngine):
     """Exit-wave iterates over all positions with a modulus and an overlap projection.
 
@@ -206,7 +219,8 @@ class _Projections(IterativeEngine):
 
     def probe_step_length(self, problem: Problem, step: torch.Tensor,
                           p_num: torch.Tensor) -> float:
-        """Length t ∈ [0, 1] of the probe ``step`` that minimises ‖ψ − (P + t·step)·O‖².
+        """Length of the probe ``step``: 1 (the diagonal step) where that lowers
+        ‖ψ − (P + t·step)·O‖², else the t ∈ [0, 1) that minimises it.
 
         Dividing the probe gradient ``p_num`` by Σ|O|² pixel by pixel is the exact least-
         squares step only for whole-pixel windows. With sub-pixel (Fourier) shifts the
@@ -215,18 +229,19 @@ class _Projections(IterativeEngine):
         scan-periodic pattern, as DM does on noisy data) the diagonal step overshoots: it
         raised the residual it should lower, the exit waves grew geometrically and DM
         stopped on NaN after 20–40 iterations. The residual is quadratic in t, so the
-        exact minimiser along the step is ``Re⟨step, p_num⟩ / Σ‖S_n(step)·O_n‖²``; it is
-        capped at 1, the diagonal step, which is taken unchanged wherever it descends.
+        exact minimiser along the step is t* = ``Re⟨step, p_num⟩ / Σ‖S_n(step)·O_n‖²`` and
+        every length in (0, 2t*) descends. The diagonal step is kept whenever it descends
+        (t* > 1/2), so only overshooting steps are shortened: shortening descending steps
+        too (min(1, t*)) changed DM's path on clean data, and from the data-derived probe
+        of PtyINR's 64² noise-free 50 % scan it ended at 4.7 dB object-amplitude PSNR
+        instead of 12.2.
         """
         w = problem.windows
         curvature = torch.zeros((), dtype=torch.float64, device=problem.device)
         for sl in self.chunks:
             curvature += abs2(w.probes(step, sl) * w.gather(problem.obj, sl)[:, None]).sum()
         slope = float((step.conj() * p_num).real.sum())
-        c = float(curvature)
-        if not (c > 0 and slope > 0 and math.isfinite(slope / c)):
-            return 0.0
-        return min(1.0, slope / c)
+        return descending_step_length(slope, float(curvature))
 
     def scale_gauge(self, problem: Problem) -> None:
         """Hold the probe's total power at its starting value (P → cP, O → O/c).
