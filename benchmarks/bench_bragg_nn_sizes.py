@@ -24,9 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bragg_nn import METHODS, _run  # noqa: E402  (the same baseline, the same clock)
 
 #: Optimiser steps behind the shipped AutoPhaseNN weights (card: 171 epochs × 125 steps,
 #: then 114 epochs × 250 steps, batch 8).
@@ -56,17 +60,16 @@ def _clock() -> tuple[float, float]:
 
 
 def baseline_seconds(size: int) -> tuple[float, float]:
-    """(wall, CPU) seconds of the 600-iteration ER/HIO baseline on one simulated crystal,
-    as in ``bench_bragg_nn.py`` (one start, no held-out voxels)."""
-    from napari_ptycho.engines import reconstruct
+    """(wall, CPU) seconds of ``bench_bragg_nn.py``'s 600-iteration ER/HIO baseline (its
+    ``METHODS["er_hio_600"]``, timed by its ``_run``) on one simulated crystal."""
     from napari_ptycho.physics.simulate import simulate_bragg
 
+    spec = dict(METHODS["er_hio_600"])
+    method = spec.pop("method")
     data = simulate_bragg(size=size, seed=0)
-    reconstruct(data, "er_hio", free_fraction=0.0, iterations=20)  # first-call overheads
-    w0, c0 = _clock()
-    reconstruct(data, "er_hio", free_fraction=0.0)
-    w1, c1 = _clock()
-    return w1 - w0, c1 - c0
+    _run(data, method, **{**spec, "iterations": 20})  # first-call overheads
+    _, wall, cpu = _run(data, method, **spec)
+    return wall, cpu
 
 
 def _build(kind: str, fields: dict[str, Any]) -> Any:
